@@ -1,0 +1,13 @@
+module github.com/ddb2delta/ddb2delta/services/enricher
+
+go 1.26.0
+
+require (
+	github.com/ddb2delta/ddb2delta/proto v0.0.0
+	github.com/ddb2delta/ddb2delta/services/platform v0.0.0
+)
+
+replace (
+	github.com/ddb2delta/ddb2delta/proto => ../../proto
+	github.com/ddb2delta/ddb2delta/services/platform => ../platform
+)
