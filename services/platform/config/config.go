@@ -30,10 +30,12 @@ type Validator interface {
 // and finally validates it. The returned error joins every problem found: unknown keys, values of
 // the wrong type, unknown variables and failed validation, each naming the key or variable.
 func Load(path, envPrefix string, dst Validator) error {
-	return load(path, envPrefix, os.Environ(), dst)
+	return LoadEnviron(path, envPrefix, os.Environ(), dst)
 }
 
-func load(path, envPrefix string, environ []string, dst Validator) error {
+// LoadEnviron is Load with the environment given as KEY=value pairs instead of read from the
+// process; deployment tests use it to load a config as a container would see it.
+func LoadEnviron(path, envPrefix string, environ []string, dst Validator) error {
 	rv := reflect.ValueOf(dst)
 	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("loading config: destination must be a pointer to a struct, got %T", dst)
@@ -56,11 +58,10 @@ func load(path, envPrefix string, environ []string, dst Validator) error {
 		}
 	}
 	problems = append(problems, applyEnv(envPrefix, environ, rv.Elem())...)
-	if len(problems) > 0 {
-		// Validation on a half-decoded config would report noise caused by the errors above.
-		return errors.Join(problems...)
-	}
-	return dst.Validate()
+	// Validate even after decoding problems: a key that failed to decode keeps its default, so what
+	// validation says of it is still true, and the operator sees every problem in one start-up.
+	problems = append(problems, dst.Validate())
+	return errors.Join(problems...)
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()

@@ -30,10 +30,10 @@ type table struct {
 }
 
 type testConfig struct {
-	Kafka     kafkaSection     `yaml:"kafka"`
-	Workers   int              `yaml:"workers"`
-	Tables    []table          `yaml:"tables"`
-	Routes    map[string]table `yaml:"routes"`
+	Kafka     kafkaSection      `yaml:"kafka"`
+	Workers   int               `yaml:"workers"`
+	Tables    []table           `yaml:"tables"`
+	Routes    map[string]table  `yaml:"routes"`
 	Labels    map[string]string `yaml:"labels"`
 	validated bool
 }
@@ -79,7 +79,7 @@ labels: {team: data}
 `)
 	cfg := defaults()
 	env := []string{"SVC_WORKERS=7", "SVC_KAFKA_TLS_CA_FILE=/ca.pem", "SVC_KAFKA_PASSWORD=hunter2", "OTHER_X=1", "SVC_CONFIG=/x.yaml"}
-	if err := load(path, "SVC", env, cfg); err != nil {
+	if err := LoadEnviron(path, "SVC", env, cfg); err != nil {
 		t.Fatalf("load: %v", err)
 	}
 	if !cfg.validated {
@@ -110,7 +110,7 @@ labels: {team: data}
 
 func TestLoadDefaultsWithoutFile(t *testing.T) {
 	cfg := defaults()
-	if err := load("", "SVC", []string{"SVC_KAFKA_BROKERS= x:1 , y:2 ,"}, cfg); err != nil {
+	if err := LoadEnviron("", "SVC", []string{"SVC_KAFKA_BROKERS= x:1 , y:2 ,"}, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(cfg.Kafka.Brokers, "|"); got != "x:1|y:2" {
@@ -162,7 +162,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 			if tt.file != "" {
 				path = writeFile(t, tt.file)
 			}
-			err := load(path, "SVC", tt.env, defaults())
+			err := LoadEnviron(path, "SVC", tt.env, defaults())
 			if err == nil {
 				t.Fatal("load succeeded, want an error")
 			}
@@ -176,7 +176,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 }
 
 func TestLoadMissingFile(t *testing.T) {
-	err := load(filepath.Join(t.TempDir(), "nope.yaml"), "SVC", nil, defaults())
+	err := LoadEnviron(filepath.Join(t.TempDir(), "nope.yaml"), "SVC", nil, defaults())
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Fatalf("err = %v, want a not-exist error naming the file", err)
 	}
@@ -223,6 +223,6 @@ func FuzzLoad(f *testing.F) {
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_ = load(path, "SVC", nil, defaults())
+		_ = LoadEnviron(path, "SVC", nil, defaults())
 	})
 }

@@ -19,3 +19,6 @@ func Join(prefix, key string) string { return join(prefix, key) }
 
 // Err returns every problem joined, or nil.
 func (p *Problems) Err() error { return errors.Join(p.errs...) }
+
+// Index returns the key of item i of the list at key, e.g. tables[2].
+func Index(key string, i int) string { return fmt.Sprintf("%s[%d]", key, i) }

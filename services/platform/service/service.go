@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -68,6 +70,29 @@ func (b Base) Check(p *config.Problems) {
 	}
 }
 
+// probeHealth GETs /healthz on the loopback side of listen.
+func probeHealth(ctx context.Context, listen string) error {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("parsing http.listen: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort("127.0.0.1", port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
+}
+
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
@@ -114,6 +139,7 @@ func main[C Config](ctx context.Context, name, envPrefix string, args []string, 
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv(envPrefix+"_CONFIG"), "YAML config `file` (env "+envPrefix+"_CONFIG); environment variables "+envPrefix+"_<KEY> override it")
 	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it (secrets redacted) and exit")
+	probe := fs.Bool("healthcheck", false, "probe this service's /healthz on its http.listen port and exit 0 if it answers (for container health checks in images without a shell)")
 	if err := fs.Parse(args); err != nil {
 		return ExitBadConfig
 	}
@@ -127,6 +153,13 @@ func main[C Config](ctx context.Context, name, envPrefix string, args []string, 
 	base := cfg.Basics()
 	level, _ := parseLevel(base.Log.Level) // validated by Load
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})).With("service", name)
+	if *probe {
+		if err := probeHealth(ctx, base.HTTP.Listen); err != nil {
+			fmt.Fprintf(stderr, "%s: unhealthy: %v\n", name, err)
+			return ExitFatal
+		}
+		return ExitOK
+	}
 	if *checkOnly {
 		log.Info("configuration is valid", "config", cfg)
 		return ExitOK

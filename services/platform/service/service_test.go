@@ -76,16 +76,7 @@ func TestMainBadConfigReportsAllProblems(t *testing.T) {
 	if code != ExitBadConfig {
 		t.Fatalf("exit = %d, want %d", code, ExitBadConfig)
 	}
-	// Unknown keys stop validation (its complaints would be noise), so this reports the file errors.
-	if !strings.Contains(stderr.String(), "bogus (line 3): unknown key") {
-		t.Fatalf("stderr:\n%s", stderr.String())
-	}
-	stderr = syncBuffer{}
-	if err := os.WriteFile(path, []byte("log: {level: loud}\nhttp: {listen: nowhere}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	code = main(context.Background(), "svc", "TESTSVC", []string{"-config", path}, &syncBuffer{}, &stderr, newConfig(":0"), nil)
-	for _, want := range []string{"log.level: unknown level \"loud\"", "http.listen: must be host:port"} {
+	for _, want := range []string{"bogus (line 3): unknown key", "log.level: unknown level \"loud\"", "http.listen: must be host:port"} {
 		if code != ExitBadConfig || !strings.Contains(stderr.String(), want) {
 			t.Errorf("exit %d, stderr does not mention %q:\n%s", code, want, stderr.String())
 		}
@@ -127,6 +118,9 @@ func TestMainRunsServesAndStopsInOrder(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not a wait for an event
 	}
+	if c := main(context.Background(), "svc", "TESTSVC", []string{"-healthcheck"}, &syncBuffer{}, &syncBuffer{}, newConfig(addr), nil); c != ExitOK {
+		t.Errorf("-healthcheck against a running service = %d, want %d", c, ExitOK)
+	}
 	cancel()
 	if c := <-code; c != ExitOK {
 		t.Fatalf("exit = %d, logs:\n%s", c, stdout.String())
@@ -145,6 +139,9 @@ func TestMainRunsServesAndStopsInOrder(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Error("health server still serving after Main returned")
+	}
+	if c := main(context.Background(), "svc", "TESTSVC", []string{"-healthcheck"}, &syncBuffer{}, &syncBuffer{}, newConfig(addr), nil); c != ExitFatal {
+		t.Errorf("-healthcheck against a stopped service = %d, want %d", c, ExitFatal)
 	}
 }
 
