@@ -45,7 +45,9 @@ func TestDynamoDBStream(t *testing.T) {
 	if err != nil {
 		t.Fatalf("creating table %s: %v", table, err)
 	}
-	t.Cleanup(func() { _, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	t.Cleanup(func() {
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
 	streamARN := aws.ToString(created.TableDescription.LatestStreamArn)
 	if streamARN == "" {
 		t.Fatal("created table has no stream ARN")

@@ -3,8 +3,10 @@ package settings
 
 import (
 	"net/url"
+	"path"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/awsconf"
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
@@ -26,6 +28,10 @@ type Settings struct {
 	ConsumerGroup string `yaml:"consumer_group"`
 	// S3 is used by tables whose location is s3://… (endpoint: versitygw in dev).
 	S3 S3 `yaml:"s3"`
+	// TablesRoot is where tables with a relative location live: a directory, file:// or s3://
+	// URL. One sample config then serves a laptop and a container by overriding this one key.
+	// Default: ./delta.
+	TablesRoot string `yaml:"tables_root"`
 	// Tables route topics to Delta tables.
 	Tables []Table `yaml:"tables"`
 }
@@ -49,7 +55,8 @@ type Table struct {
 	Topics []string `yaml:"topics"`
 	// Mode is changelog (append every change) or mirror (the table equals the DynamoDB table).
 	Mode string `yaml:"mode"`
-	// Location is a directory path or file:// URL, or s3://bucket/prefix.
+	// Location is a directory path or file:// URL, or s3://bucket/prefix. A relative path is
+	// under TablesRoot.
 	Location string `yaml:"location"`
 }
 
@@ -67,7 +74,17 @@ func Defaults() *Settings {
 		Kafka:          kafkaclient.Defaults("sink"),
 		SchemaRegistry: registry.Defaults(),
 		ConsumerGroup:  "ddb2delta-sink",
+		TablesRoot:     "./delta",
 	}
+}
+
+// ResolveLocation returns t's location with a relative path placed under TablesRoot.
+func (s *Settings) ResolveLocation(t Table) string {
+	u, err := url.Parse(t.Location)
+	if err != nil || u.Scheme != "" || path.IsAbs(t.Location) {
+		return t.Location
+	}
+	return strings.TrimSuffix(s.TablesRoot, "/") + "/" + strings.TrimPrefix(t.Location, "./")
 }
 
 // Basics implements service.Config.
@@ -84,6 +101,9 @@ func (s *Settings) Validate() error {
 	s.S3.AWS().Check(&p, "s3")
 	if s.ConsumerGroup == "" {
 		p.Add("consumer_group", "must be set")
+	}
+	if !validLocation(s.TablesRoot) {
+		p.Add("tables_root", "must be a directory, file:// or s3:// URL, got %q", s.TablesRoot)
 	}
 	if len(s.Tables) == 0 {
 		p.Add("tables", "must list at least one table")
@@ -109,9 +129,14 @@ func (s *Settings) Validate() error {
 		if !slices.Contains(Modes, t.Mode) {
 			p.Add(key+".mode", "%q is not changelog or mirror", t.Mode)
 		}
-		if u, err := url.Parse(t.Location); t.Location == "" || err != nil || (u.Scheme != "" && u.Scheme != "file" && u.Scheme != "s3") {
+		if !validLocation(t.Location) {
 			p.Add(key+".location", "must be a directory, file:// or s3:// URL, got %q", t.Location)
 		}
 	}
 	return p.Err()
+}
+
+func validLocation(loc string) bool {
+	u, err := url.Parse(loc)
+	return loc != "" && err == nil && (u.Scheme == "" || u.Scheme == "file" || (u.Scheme == "s3" && u.Host != ""))
 }

@@ -1,0 +1,41 @@
+# ddb2delta — each target is a line or two; the work is in scripts/.
+.DEFAULT_GOAL := help
+.PHONY: help build test test-unit test-integration dev stack-up stack-down stack-status bench lint gen
+
+SERVICES := producer enricher sink
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build the three services into bin/
+	go build -o bin/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s))
+
+test: ## everything: unit tests, stack up, integration tests, stack down
+	scripts/test all
+
+test-unit: ## unit tests only (no network)
+	scripts/test unit
+
+test-integration: ## integration tests against the native stack (started if needed)
+	scripts/test integration
+
+dev: ## the stack, the three services and a load generator; Ctrl-C stops all of it
+	scripts/dev
+
+stack-up: ## start the native stack (Kafka, registry, DynamoDB Local, S3, Prometheus)
+	scripts/stack up
+
+stack-down: ## stop everything the stack and make dev started
+	scripts/stack down
+
+stack-status: ## what runs where, and its log
+	scripts/stack status
+
+bench: ## benchmarks with memory stats
+	go test -run '^$$' -bench . -benchmem work
+
+lint: ## gofmt, go vet and staticcheck (pinned)
+	scripts/lint
+
+gen: ## regenerate generated code
+	go generate work

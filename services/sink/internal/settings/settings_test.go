@@ -1,0 +1,64 @@
+package settings
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/config"
+)
+
+func TestSampleConfigLoads(t *testing.T) {
+	s := Defaults()
+	if err := config.LoadEnviron("../../../../deploy/config/sink.yaml", EnvPrefix, nil, s); err != nil {
+		t.Fatalf("deploy/config/sink.yaml: %v", err)
+	}
+	if len(s.Tables) == 0 {
+		t.Fatal("sample config has no tables")
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	body := `
+consumer_group: ""
+tables_root: "ftp://x"
+tables:
+  - {name: t, topics: ["bad topic"], mode: upsert, location: ""}
+  - {name: t, topics: [], mode: upsert, location: "s3://"}
+`
+	path := filepath.Join(t.TempDir(), "sink.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := config.LoadEnviron(path, EnvPrefix, []string{"DDB2DELTA_SINK_HTTP_LISTEN=nope"}, Defaults())
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"http.listen", "consumer_group: must be set", "tables_root:", `tables[0].topics: "bad topic"`,
+		`tables[0].mode: "upsert"`, "tables[0].location", "tables[1].topics: must list", "tables[1].location",
+		`tables[1].name: table "t" with mode "upsert" is defined twice`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestResolveLocation(t *testing.T) {
+	tests := []struct{ root, loc, want string }{
+		{"./delta", "orders", "./delta/orders"},
+		{"/data/delta/", "./orders", "/data/delta/orders"},
+		{"s3://bucket/tables", "orders", "s3://bucket/tables/orders"},
+		{"./delta", "/abs/orders", "/abs/orders"},
+		{"./delta", "s3://other/orders", "s3://other/orders"},
+		{"./delta", "file:///x/orders", "file:///x/orders"},
+	}
+	for _, tt := range tests {
+		s := &Settings{TablesRoot: tt.root}
+		if got := s.ResolveLocation(Table{Location: tt.loc}); got != tt.want {
+			t.Errorf("root %q location %q: got %q, want %q", tt.root, tt.loc, got, tt.want)
+		}
+	}
+}
