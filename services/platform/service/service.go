@@ -193,12 +193,12 @@ func main[C Config](ctx context.Context, name, envPrefix string, args []string, 
 		cancelRun()
 		<-runErr
 	case <-sigctx.Done():
-		log.Info("shutting down", "timeout", base.HTTP.ShutdownTimeout)
+		log.Info("shutting down", "timeout", base.HTTP.ShutdownTimeout.String())
 		rt.Health.Drain()
 		select {
 		case err = <-runErr:
 		case <-time.After(base.HTTP.ShutdownTimeout):
-			log.Error("shutdown timed out; exiting with work in flight", "timeout", base.HTTP.ShutdownTimeout)
+			log.Error("shutdown timed out; exiting with work in flight", "timeout", base.HTTP.ShutdownTimeout.String())
 			return ExitSlowShutdwn
 		}
 	}
