@@ -226,3 +226,11 @@ func FuzzLoad(f *testing.F) {
 		_ = LoadEnviron(path, "SVC", nil, defaults())
 	})
 }
+
+func TestKeys(t *testing.T) {
+	got := strings.Join(Keys(&testConfig{}), " ")
+	want := "kafka.brokers kafka.password kafka.password_file kafka.timeout kafka.tls.enabled kafka.tls.ca_file workers tables tables[].name tables[].mode routes routes[].name routes[].mode labels"
+	if got != want {
+		t.Fatalf("Keys:\n got %s\nwant %s", got, want)
+	}
+}

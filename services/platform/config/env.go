@@ -138,3 +138,36 @@ func setFromString(v reflect.Value, s string) error {
 	}
 	return nil
 }
+
+// Keys lists every key of cfg (a struct or a pointer to one) in dotted form, with list and map
+// items as "[]", e.g. kafka.tls.ca_file and tables[].mode. Documentation tests use it to check
+// that every key is described.
+func Keys(cfg any) []string {
+	t := reflect.TypeOf(cfg)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			name, ok := yamlKey(t.Field(i))
+			if !ok {
+				continue
+			}
+			key := join(prefix, name)
+			ft := t.Field(i).Type
+			switch {
+			case ft.Kind() == reflect.Struct && hasSections(ft):
+				walk(ft, key)
+			case (ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map) && hasSections(ft.Elem()):
+				out = append(out, key)
+				walk(ft.Elem(), key+"[]")
+			default:
+				out = append(out, key)
+			}
+		}
+	}
+	walk(t, "")
+	return out
+}

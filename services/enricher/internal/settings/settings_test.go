@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/config/doccheck"
 )
 
 func TestSampleConfigLoads(t *testing.T) {
@@ -31,4 +32,8 @@ func TestValidate(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%v", w, err)
 		}
 	}
+}
+
+func TestEveryKeyDocumented(t *testing.T) {
+	doccheck.KeysDocumented(t, Defaults(), "../../README.md", "../../../platform/README.md")
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/config/doccheck"
 )
 
 func TestSampleConfigLoads(t *testing.T) {
@@ -54,4 +55,8 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestEveryKeyDocumented(t *testing.T) {
+	doccheck.KeysDocumented(t, Defaults(), "../../README.md", "../../../platform/README.md")
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/config/doccheck"
 )
 
 func TestSampleConfigLoads(t *testing.T) {
@@ -61,4 +62,8 @@ func TestResolveLocation(t *testing.T) {
 			t.Errorf("root %q location %q: got %q, want %q", tt.root, tt.loc, got, tt.want)
 		}
 	}
+}
+
+func TestEveryKeyDocumented(t *testing.T) {
+	doccheck.KeysDocumented(t, Defaults(), "../../README.md", "../../../platform/README.md")
 }
