@@ -1,0 +1,223 @@
+package ddbavro
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// errEvolve is returned by the encoder when the model has no branch for a value: the caller
+// evolves the model (a schema change) and encodes again. The hot path, a known shape, never
+// evolves and makes a single pass.
+var errEvolve = errors.New("model needs to evolve")
+
+// appendItem appends item as the model's item record.
+func (m *Model) appendItem(b []byte, item map[string]types.AttributeValue) ([]byte, error) {
+	return appendRecord(b, m.item, item, "")
+}
+
+func appendRecord(b []byte, r *record, item map[string]types.AttributeValue, prefix string) ([]byte, error) {
+	if len(item) > len(r.fields) {
+		return nil, errEvolve
+	}
+	seen := 0
+	var err error
+	for _, f := range r.fields {
+		v, ok := item[f.attr]
+		if !ok {
+			b = append(b, 0) // null branch: absent
+			continue
+		}
+		seen++
+		if b, err = appendValue(b, f.typ, v, prefix+f.attr); err != nil {
+			return nil, err
+		}
+	}
+	if seen != len(item) {
+		return nil, errEvolve // an attribute without a field
+	}
+	return b, nil
+}
+
+func appendValue(b []byte, u *union, v types.AttributeValue, path string) ([]byte, error) {
+	br, _, err := u.choose(v, path)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		return nil, errEvolve
+	}
+	b = appendLong(b, int64(u.index(br)))
+	switch br.kind {
+	case kString:
+		return appendString(b, v.(*types.AttributeValueMemberS).Value), nil
+	case kBool:
+		return appendBool(b, v.(*types.AttributeValueMemberBOOL).Value), nil
+	case kBytes:
+		return appendBytes(b, v.(*types.AttributeValueMemberB).Value), nil
+	case kLong:
+		n, _ := ParseNumber(v.(*types.AttributeValueMemberN).Value) // validated by choose
+		i, _ := n.Int64()
+		return appendLong(b, i), nil
+	case kDecimal:
+		n, _ := ParseNumber(v.(*types.AttributeValueMemberN).Value)
+		d, _ := n.Decimal()
+		return appendDecimal(b, d), nil
+	case kArray:
+		elems := arrayElements(v)
+		if len(elems) > 0 {
+			b = appendLong(b, int64(len(elems)))
+			for i, x := range elems {
+				if b, err = appendValue(b, br.items, x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return append(b, 0), nil
+	case kRecord:
+		return appendRecord(b, br.rec, v.(*types.AttributeValueMemberM).Value, path+".")
+	case kGeneric:
+		return appendGeneric(b, v, path)
+	}
+	return nil, fmt.Errorf("attribute %s: internal error: branch kind %d", path, br.kind)
+}
+
+// appendDecimal writes an unscaled decimal as the 16-byte two's-complement big-endian fixed.
+func appendDecimal(b []byte, unscaled *big.Int) []byte {
+	var buf [decimalSize]byte
+	v := unscaled
+	if v.Sign() < 0 {
+		v = new(big.Int).Add(v, twoTo128) // two's complement in 128 bits
+	}
+	v.FillBytes(buf[:])
+	return append(b, buf[:]...)
+}
+
+var twoTo128 = new(big.Int).Lsh(big.NewInt(1), 8*decimalSize)
+
+func readDecimal(r *reader) *big.Int {
+	raw := r.fixed(decimalSize)
+	if raw == nil {
+		return new(big.Int)
+	}
+	v := new(big.Int).SetBytes(raw)
+	if raw[0]&0x80 != 0 {
+		v.Sub(v, twoTo128)
+	}
+	return v
+}
+
+// readItem decodes an item written with this model (the writer's).
+func (m *Model) readItem(r *reader) map[string]types.AttributeValue {
+	return readRecord(r, m.item, 0)
+}
+
+func readRecord(r *reader, rec *record, depth int) map[string]types.AttributeValue {
+	item := make(map[string]types.AttributeValue, len(rec.fields))
+	for _, f := range rec.fields {
+		if v := readValue(r, f.typ, depth); v != nil {
+			item[f.attr] = v
+		}
+		if r.err != nil {
+			return nil
+		}
+	}
+	return item
+}
+
+// readValue decodes one union; nil means the null branch (attribute absent).
+func readValue(r *reader, u *union, depth int) types.AttributeValue {
+	if depth > maxDepth {
+		r.fail("nesting deeper than %d", maxDepth)
+		return nil
+	}
+	br := u.branches[r.unionIndex(len(u.branches))]
+	if r.err != nil {
+		return nil
+	}
+	switch br.kind {
+	case kNull:
+		return nil
+	case kString:
+		return &types.AttributeValueMemberS{Value: r.str()}
+	case kBool:
+		return &types.AttributeValueMemberBOOL{Value: r.boolean()}
+	case kBytes:
+		return &types.AttributeValueMemberB{Value: r.bytes()}
+	case kLong:
+		return &types.AttributeValueMemberN{Value: NumberFromInt64(r.long()).String()}
+	case kDecimal:
+		n, err := NumberFromDecimal(readDecimal(r), decimalScale)
+		if err != nil {
+			r.fail("%v", err)
+		}
+		return &types.AttributeValueMemberN{Value: n.String()}
+	case kArray:
+		return readArray(r, br, depth)
+	case kRecord:
+		return &types.AttributeValueMemberM{Value: readRecord(r, br.rec, depth+1)}
+	case kGeneric:
+		return readGeneric(r, depth+1)
+	}
+	r.fail("branch kind %d", br.kind)
+	return nil
+}
+
+func readArray(r *reader, br *branch, depth int) types.AttributeValue {
+	var elems []types.AttributeValue
+	for n := r.blockCount(); n > 0 && r.err == nil; n = r.blockCount() {
+		for range n {
+			elems = append(elems, readValue(r, br.items, depth+1))
+		}
+	}
+	if r.err != nil {
+		return nil
+	}
+	switch br.ddb {
+	case "L":
+		out := make([]types.AttributeValue, len(elems))
+		for i, e := range elems {
+			if e == nil {
+				r.fail("list element %d is null", i)
+				return nil
+			}
+			out[i] = e
+		}
+		return &types.AttributeValueMemberL{Value: out}
+	case "SS":
+		out := make([]string, len(elems))
+		for i, e := range elems {
+			s, ok := e.(*types.AttributeValueMemberS)
+			if !ok {
+				r.fail("string set element %d is %T", i, e)
+				return nil
+			}
+			out[i] = s.Value
+		}
+		return &types.AttributeValueMemberSS{Value: out}
+	case "NS":
+		out := make([]string, len(elems))
+		for i, e := range elems {
+			s, ok := e.(*types.AttributeValueMemberN)
+			if !ok {
+				r.fail("number set element %d is %T", i, e)
+				return nil
+			}
+			out[i] = s.Value
+		}
+		return &types.AttributeValueMemberNS{Value: out}
+	default: // BS
+		out := make([][]byte, len(elems))
+		for i, e := range elems {
+			s, ok := e.(*types.AttributeValueMemberB)
+			if !ok {
+				r.fail("binary set element %d is %T", i, e)
+				return nil
+			}
+			out[i] = s.Value
+		}
+		return &types.AttributeValueMemberBS{Value: out}
+	}
+}
