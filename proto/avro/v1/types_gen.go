@@ -5,18 +5,20 @@ import (
 	"time"
 )
 
-// One DynamoDB attribute value, shaped like DynamoDB JSON: exactly one field is set. The lossless generic encoding of any value, nested as deep as DynamoDB allows. N and NS hold numbers as canonical decimal text (every digit kept).
+// One DynamoDB attribute value, shaped like DynamoDB JSON: exactly one field is set. The lossless generic encoding of any value. N and NS hold numbers as canonical decimal text (every digit kept). L and M hold the list or map as DynamoDB JSON text, so that this type is not recursive: recursive Avro schemas break Spark's Avro reader and some registries.
 type AttributeValue struct {
-	S    *string                    `avro:"S" json:"s"`
-	N    *string                    `avro:"N" json:"n"`
-	B    *[]byte                    `avro:"B" json:"b"`
-	Bool *bool                      `avro:"BOOL" json:"bool"`
-	Null *bool                      `avro:"NULL" json:"null"`
-	Ss   *[]string                  `avro:"SS" json:"ss"`
-	Ns   *[]string                  `avro:"NS" json:"ns"`
-	Bs   *[][]byte                  `avro:"BS" json:"bs"`
-	L    *[]AttributeValue          `avro:"L" json:"l"`
-	M    *map[string]AttributeValue `avro:"M" json:"m"`
+	S    *string   `avro:"S" json:"s"`
+	N    *string   `avro:"N" json:"n"`
+	B    *[]byte   `avro:"B" json:"b"`
+	Bool *bool     `avro:"BOOL" json:"bool"`
+	Null *bool     `avro:"NULL" json:"null"`
+	Ss   *[]string `avro:"SS" json:"ss"`
+	Ns   *[]string `avro:"NS" json:"ns"`
+	Bs   *[][]byte `avro:"BS" json:"bs"`
+	// A list, as DynamoDB JSON: [{"S":"a"},{"N":"1"}].
+	L *string `avro:"L" json:"l"`
+	// A map, as DynamoDB JSON: {"k":{"S":"v"}}.
+	M *string `avro:"M" json:"m"`
 }
 
 // Where a change came from: the DynamoDB table and the stream position.

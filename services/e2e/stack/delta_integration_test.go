@@ -77,10 +77,10 @@ type deltaRead struct {
 	} `json:"schema"`
 }
 
-// readDelta reads a table with delta-rs through scripts/delta/read_table.py.
+// readDelta reads a table with delta-rs through scripts/python/read_table.py.
 func readDelta(t *testing.T, s *stacktest.Stack, location string, opts ...string) deltaRead {
 	t.Helper()
-	args := []string{filepath.Join(s.Root, "scripts", "delta", "read_table.py"), location, "--sort", "id"}
+	args := []string{filepath.Join(s.Root, "scripts", "python", "read_table.py"), location, "--sort", "id"}
 	for _, o := range opts {
 		args = append(args, "--storage-option", o)
 	}

@@ -2,7 +2,6 @@ package ddbavro
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -74,20 +73,12 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 			}
 		}
 		b = append(b, 0)
-	case *types.AttributeValueMemberL:
-		if len(v.Value) > 0 {
-			b = appendLong(b, int64(len(v.Value)))
-			for i, x := range v.Value {
-				if b, err = appendGeneric(b, x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-					return nil, err
-				}
-			}
-		}
-		b = append(b, 0)
-	case *types.AttributeValueMemberM:
-		if b, err = appendGenericMap(b, v.Value, path+"."); err != nil {
+	case *types.AttributeValueMemberL, *types.AttributeValueMemberM:
+		text, err := marshalDynamoJSON(v, path)
+		if err != nil {
 			return nil, err
 		}
+		b = appendString(b, text)
 	}
 	for i := field + 1; i < avFields; i++ {
 		b = append(b, 0)
@@ -103,27 +94,6 @@ func appendStringArray(b []byte, v []string) []byte {
 		}
 	}
 	return append(b, 0)
-}
-
-// appendGenericMap appends an Avro map of AttributeValue with sorted keys; prefix starts the
-// paths of its entries in errors.
-func appendGenericMap(b []byte, m map[string]types.AttributeValue, prefix string) ([]byte, error) {
-	if len(m) > 0 {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = appendLong(b, int64(len(keys)))
-		var err error
-		for _, k := range keys {
-			b = appendString(b, k)
-			if b, err = appendGeneric(b, m[k], prefix+k); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return append(b, 0), nil
 }
 
 func genericField(v types.AttributeValue, path string) (int, error) {
@@ -210,16 +180,12 @@ func readGeneric(r *reader, depth int) types.AttributeValue {
 				}
 			}
 			out = &types.AttributeValueMemberBS{Value: vs}
-		case avL:
-			vs := []types.AttributeValue{}
-			for n := r.blockCount(); n > 0 && r.err == nil; n = r.blockCount() {
-				for range n {
-					vs = append(vs, readGeneric(r, depth+1))
-				}
+		case avL, avM:
+			v, err := unmarshalDynamoJSON(r.str(), f == avL, depth+1)
+			if err != nil {
+				r.fail("%v", err)
 			}
-			out = &types.AttributeValueMemberL{Value: vs}
-		case avM:
-			out = &types.AttributeValueMemberM{Value: readGenericMap(r, depth+1)}
+			out = v
 		}
 	}
 	if r.err == nil && set != 1 {
@@ -273,21 +239,16 @@ func ToGenerated(v types.AttributeValue, path string) (avrov1.AttributeValue, er
 		out.Ns = &ns
 	case *types.AttributeValueMemberBS:
 		out.Bs = &v.Value
-	case *types.AttributeValueMemberL:
-		l := make([]avrov1.AttributeValue, len(v.Value))
-		for i, x := range v.Value {
-			var err error
-			if l[i], err = ToGenerated(x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return out, err
-			}
-		}
-		out.L = &l
-	case *types.AttributeValueMemberM:
-		m, err := ItemToGenerated(v.Value, path+".")
+	case *types.AttributeValueMemberL, *types.AttributeValueMemberM:
+		text, err := marshalDynamoJSON(v, path)
 		if err != nil {
 			return out, err
 		}
-		out.M = &m
+		if _, isList := v.(*types.AttributeValueMemberL); isList {
+			out.L = &text
+		} else {
+			out.M = &text
+		}
 	default:
 		_, err := genericField(v, path)
 		return out, err
@@ -347,22 +308,18 @@ func FromGenerated(g avrov1.AttributeValue, path string) (types.AttributeValue, 
 	if g.Bs != nil {
 		out = append(out, &types.AttributeValueMemberBS{Value: *g.Bs})
 	}
-	if g.L != nil {
-		l := make([]types.AttributeValue, len(*g.L))
-		for i, x := range *g.L {
-			var err error
-			if l[i], err = FromGenerated(x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return nil, err
-			}
+	for _, nested := range []struct {
+		text   *string
+		asList bool
+	}{{g.L, true}, {g.M, false}} {
+		if nested.text == nil {
+			continue
 		}
-		out = append(out, &types.AttributeValueMemberL{Value: l})
-	}
-	if g.M != nil {
-		m, err := ItemFromGenerated(*g.M, path+".")
+		v, err := unmarshalDynamoJSON(*nested.text, nested.asList, 1)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("attribute %s: %w", path, err)
 		}
-		out = append(out, &types.AttributeValueMemberM{Value: m})
+		out = append(out, v)
 	}
 	if len(out) != 1 {
 		return nil, fmt.Errorf("attribute %s: %d fields set, want exactly 1", path, len(out))

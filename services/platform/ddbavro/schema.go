@@ -12,10 +12,10 @@ import (
 var contracts = avrov1.MustParse()
 
 // genericSchemaJSON is io.ddb2delta.dynamodb.AttributeValue as JSON, for embedding at its first use.
-var genericSchemaJSON = mustJSON(contracts.AttributeValue.String())
+var genericSchemaJSON = mustJSON(SchemaJSON(contracts.AttributeValue))
 
 // sourceSchemaJSON is io.ddb2delta.cdc.Source as JSON.
-var sourceSchemaJSON = mustJSON(contracts.Source.String())
+var sourceSchemaJSON = mustJSON(SchemaJSON(contracts.Source))
 
 func mustJSON(s string) any {
 	var v any
@@ -23,6 +23,17 @@ func mustJSON(s string) any {
 		panic(fmt.Sprintf("ddbavro: contract schema is not JSON: %v", err))
 	}
 	return v
+}
+
+// SchemaJSON returns the full JSON of s, self-contained, with docs, defaults and properties: the
+// text to register. (hamba/avro's String returns the Parsing Canonical Form, which drops defaults,
+// so a schema registered from it would not resolve older records.)
+func SchemaJSON(s avro.Schema) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("ddbavro: marshalling a parsed schema: %v", err)) // parsed schemas always marshal
+	}
+	return string(b)
 }
 
 // renderer writes a model as Avro schema JSON, defining each named type at its first use and

@@ -36,12 +36,12 @@ type TableEncoder struct {
 func NewTableEncoder(ctx context.Context, reg *Registry, topic, table string, enc ddbavro.Encoding) (*TableEncoder, error) {
 	e := &TableEncoder{reg: reg, topic: topic, table: table, encoding: enc}
 	var err error
-	if e.keyID, err = reg.Register(ctx, KeySubject(topic), ddbavro.KeySchema().String()); err != nil {
+	if e.keyID, err = reg.Register(ctx, KeySubject(topic), ddbavro.SchemaJSON(ddbavro.KeySchema())); err != nil {
 		return nil, err
 	}
 	switch enc {
 	case ddbavro.Document:
-		if e.valueID, err = reg.Register(ctx, ValueSubject(topic), ddbavro.DocumentSchema().String()); err != nil {
+		if e.valueID, err = reg.Register(ctx, ValueSubject(topic), ddbavro.SchemaJSON(ddbavro.DocumentSchema())); err != nil {
 			return nil, err
 		}
 	case ddbavro.Typed:

@@ -72,8 +72,9 @@ func (e *IncompatibleError) Error() string {
 
 // Registry is a caching client of a Confluent-compatible schema registry.
 type Registry struct {
-	cl  *sr.Client
-	log *slog.Logger
+	cl       *sr.Client
+	log      *slog.Logger
+	retryMin time.Duration // first retry wait; tests shorten it
 
 	mu        sync.Mutex
 	byID      map[int]avro.Schema
@@ -83,7 +84,7 @@ type Registry struct {
 
 // NewRegistry wraps cl.
 func NewRegistry(cl *sr.Client, log *slog.Logger) *Registry {
-	return &Registry{cl: cl, log: log, byID: map[int]avro.Schema{}, ids: map[string]int{}, compatSet: map[string]bool{}}
+	return &Registry{cl: cl, log: log, retryMin: 100 * time.Millisecond, byID: map[int]avro.Schema{}, ids: map[string]int{}, compatSet: map[string]bool{}}
 }
 
 // WaitReady retries until the registry answers or ctx is done, logging each failure: at start-up
@@ -112,15 +113,23 @@ func retryable(err error) bool {
 	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// call runs fn until it succeeds, fails with a final error, or ctx is done.
+// MaxAttempts bounds how often one registry call is tried when it fails with a network error or a
+// 5xx answer: some 5xx answers are not transient (a registry bug on one schema), and the caller
+// must then get the error rather than wait for ever.
+const MaxAttempts = 6
+
+// call runs fn until it succeeds, fails with a final error, runs out of attempts, or ctx is done.
 func (r *Registry) call(ctx context.Context, what string, fn func() error) error {
-	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
-	for {
+	b := backoff.Backoff{Min: r.retryMin, Max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil || !retryable(err) {
 			return err
 		}
-		r.log.Warn("schema registry call failed; retrying", "call", what, "error", err)
+		if attempt == MaxAttempts {
+			return fmt.Errorf("%s: giving up after %d attempts: %w", what, attempt, err)
+		}
+		r.log.Warn("schema registry call failed; retrying", "call", what, "attempt", attempt, "error", err)
 		if serr := backoff.Sleep(ctx, b.Next()); serr != nil {
 			return fmt.Errorf("%s: %w (last error: %v)", what, serr, err)
 		}

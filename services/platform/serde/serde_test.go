@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
@@ -137,15 +138,52 @@ func TestEncodersEvolveAndDecode(t *testing.T) {
 	}
 }
 
+// TestRegisteredSchemasKeepDefaults guards against registering hamba's canonical form, which drops
+// field defaults (and with them every reader's ability to resolve older records).
+func TestRegisteredSchemasKeepDefaults(t *testing.T) {
+	f, reg := newFake(t)
+	ctx := context.Background()
+	e, err := NewTableEncoder(ctx, reg, "t", "t", ddbavro.Typed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Encode(ctx, mustKey(t), shapeEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := sr.NewClient(sr.URLs(f.URL()))
+	for _, subject := range []string{KeySubject("t"), ValueSubject("t")} {
+		ss, err := cl.SchemaByVersion(ctx, subject, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(ss.Schema.Schema, `"default":null`) || !strings.Contains(ss.Schema.Schema, `"doc":`) {
+			t.Errorf("subject %s was registered without defaults or docs:\n%s", subject, ss.Schema.Schema)
+		}
+	}
+}
+
 func TestRegistryRetriesTransientFailures(t *testing.T) {
 	f, reg := newFake(t)
 	f.failNext.Store(3)
-	id, err := reg.Register(context.Background(), "t-key", ddbavro.KeySchema().String())
+	id, err := reg.Register(context.Background(), "t-key", ddbavro.SchemaJSON(ddbavro.KeySchema()))
 	if err != nil || id == 0 {
 		t.Fatalf("Register after transient 503s = %d, %v", id, err)
 	}
 	if err := reg.WaitReady(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRegistryGivesUpOnPersistentFailure(t *testing.T) {
+	f, reg := newFake(t)
+	reg.retryMin = time.Millisecond
+	f.failNext.Store(1000)
+	_, err := reg.Register(context.Background(), "t-key", ddbavro.SchemaJSON(ddbavro.KeySchema()))
+	if err == nil || !strings.Contains(err.Error(), "giving up after 6 attempts") {
+		t.Fatalf("Register against a failing registry = %v", err)
+	}
+	if n := f.requests.Load(); n != MaxAttempts {
+		t.Fatalf("%d requests, want %d", n, MaxAttempts)
 	}
 }
 

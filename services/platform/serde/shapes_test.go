@@ -25,7 +25,7 @@ var shapes = []map[string]types.AttributeValue{
 	{"id": s("order-1"), "amount": n("3"), "address": m(map[string]types.AttributeValue{"city": s("Zürich"), "zip": n("8001")}), "odd name!": s("kept")},
 	{"id": s("order-1"), "amount": n("-0.000000000000000001"), "status": n("7"), "blob": &types.AttributeValueMemberB{Value: []byte{0, 1, 254}},
 		"address": m(map[string]types.AttributeValue{"city": s("Bern"), "zip": n("3000"), "geo": &types.AttributeValueMemberL{Value: []types.AttributeValue{n("46.948"), n("7.4474")}}}),
-		"flags": &types.AttributeValueMemberNULL{Value: true}},
+		"flags":   &types.AttributeValueMemberNULL{Value: true}},
 	{"id": s("order-1"), "amount": n("12345678901234567890123456789012345678"), "scores": &types.AttributeValueMemberNS{Value: []string{"1", "2.5"}}, "ok": &types.AttributeValueMemberBOOL{Value: true}},
 }
 
