@@ -31,8 +31,8 @@ stack-down: ## stop everything the stack and make dev started
 stack-status: ## what runs where, and its log
 	scripts/stack status
 
-bench: ## benchmarks with memory stats
-	go test -run '^$$' -bench . -benchmem work
+bench: ## benchmarks beside their in-run baselines (table + .stack/bench/results.json)
+	scripts/bench
 
 lint: ## gofmt, go vet and staticcheck (pinned)
 	scripts/lint

@@ -24,7 +24,7 @@ func marshalDynamoJSON(v types.AttributeValue, path string) (string, error) {
 	case *types.AttributeValueMemberM:
 		tree, err = jsonMap(v.Value, path+".")
 	default:
-		return "", fmt.Errorf("attribute %s: internal error: %T is not a list or map", path, v)
+		return "", &attrError{path: path, err: fmt.Errorf("internal error: %T is not a list or map", v)}
 	}
 	if err != nil {
 		return "", err
@@ -33,7 +33,7 @@ func marshalDynamoJSON(v types.AttributeValue, path string) (string, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(tree); err != nil {
-		return "", fmt.Errorf("attribute %s: %w", path, err)
+		return "", &attrError{path: path, err: err}
 	}
 	return string(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
 }
@@ -67,7 +67,7 @@ func jsonValue(v types.AttributeValue, path string) (any, error) {
 	case *types.AttributeValueMemberN:
 		n, err := ParseNumber(v.Value)
 		if err != nil {
-			return nil, fmt.Errorf("attribute %s: %w", path, err)
+			return nil, &attrError{path: path, err: err}
 		}
 		return map[string]any{"N": n.String()}, nil
 	case *types.AttributeValueMemberB:
@@ -83,7 +83,7 @@ func jsonValue(v types.AttributeValue, path string) (any, error) {
 		for i, s := range v.Value {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return nil, fmt.Errorf("attribute %s[%d]: %w", path, i, err)
+				return nil, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
 			}
 			ns[i] = n.String()
 		}

@@ -1,6 +1,7 @@
 package ddbavro
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -44,7 +45,7 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 	case *types.AttributeValueMemberN:
 		n, err := ParseNumber(v.Value)
 		if err != nil {
-			return nil, fmt.Errorf("attribute %s: %w", path, err)
+			return nil, &attrError{path: path, err: err}
 		}
 		b = appendString(b, n.String())
 	case *types.AttributeValueMemberB:
@@ -60,7 +61,7 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 		for i, s := range v.Value {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return nil, fmt.Errorf("attribute %s[%d]: %w", path, i, err)
+				return nil, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
 			}
 			canon[i] = n.String()
 		}
@@ -119,9 +120,9 @@ func genericField(v types.AttributeValue, path string) (int, error) {
 	case *types.AttributeValueMemberM:
 		return avM, nil
 	case nil:
-		return 0, fmt.Errorf("attribute %s: no value", path)
+		return 0, &attrError{path: path, err: errors.New("no value")}
 	}
-	return 0, fmt.Errorf("attribute %s: unsupported attribute value type %T", path, v)
+	return 0, &attrError{path: path, err: fmt.Errorf("unsupported attribute value type %T", v)}
 }
 
 // readGeneric decodes one AttributeValue.
@@ -215,7 +216,7 @@ func ToGenerated(v types.AttributeValue, path string) (avrov1.AttributeValue, er
 	case *types.AttributeValueMemberN:
 		n, err := ParseNumber(v.Value)
 		if err != nil {
-			return out, fmt.Errorf("attribute %s: %w", path, err)
+			return out, &attrError{path: path, err: err}
 		}
 		s := n.String()
 		out.N = &s
@@ -232,7 +233,7 @@ func ToGenerated(v types.AttributeValue, path string) (avrov1.AttributeValue, er
 		for i, s := range v.Value {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return out, fmt.Errorf("attribute %s[%d]: %w", path, i, err)
+				return out, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
 			}
 			ns[i] = n.String()
 		}
@@ -278,7 +279,7 @@ func FromGenerated(g avrov1.AttributeValue, path string) (types.AttributeValue, 
 	if g.N != nil {
 		n, err := ParseNumber(*g.N)
 		if err != nil {
-			return nil, fmt.Errorf("attribute %s: %w", path, err)
+			return nil, &attrError{path: path, err: err}
 		}
 		out = append(out, &types.AttributeValueMemberN{Value: n.String()})
 	}
@@ -299,7 +300,7 @@ func FromGenerated(g avrov1.AttributeValue, path string) (types.AttributeValue, 
 		for i, s := range *g.Ns {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return nil, fmt.Errorf("attribute %s[%d]: %w", path, i, err)
+				return nil, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
 			}
 			ns[i] = n.String()
 		}
@@ -317,7 +318,7 @@ func FromGenerated(g avrov1.AttributeValue, path string) (types.AttributeValue, 
 		}
 		v, err := unmarshalDynamoJSON(*nested.text, nested.asList, 1)
 		if err != nil {
-			return nil, fmt.Errorf("attribute %s: %w", path, err)
+			return nil, &attrError{path: path, err: err}
 		}
 		out = append(out, v)
 	}

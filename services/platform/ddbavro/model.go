@@ -1,6 +1,7 @@
 package ddbavro
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -150,7 +151,7 @@ func sanitizeNamespace(table string) string {
 }
 
 // Evolve grows the model so that it can encode item, and reports whether it changed (then the
-// schema must be registered again). path names the item in errors (e.g. "orders after").
+// schema must be registered again). Errors name the attribute that failed, e.g. address.zip.
 func (m *Model) Evolve(item map[string]types.AttributeValue) (bool, error) {
 	return m.evolveRecord(m.item, item, "")
 }
@@ -165,9 +166,9 @@ func (m *Model) evolveRecord(r *record, item map[string]types.AttributeValue, pr
 			f = r.addField(attr)
 			changed = true
 		}
-		c, err := m.evolveValue(f.typ, v, prefix+attr, r.name+"_"+f.name)
+		c, err := m.evolveValue(f.typ, v, r.name+"_"+f.name)
 		if err != nil {
-			return false, err
+			return false, inAttr(prefix+attr, err)
 		}
 		changed = changed || c
 	}
@@ -175,8 +176,8 @@ func (m *Model) evolveRecord(r *record, item map[string]types.AttributeValue, pr
 }
 
 // evolveValue makes u able to hold v. recName is the name a nested record would get.
-func (m *Model) evolveValue(u *union, v types.AttributeValue, path, recName string) (bool, error) {
-	b, need, err := u.choose(v, path)
+func (m *Model) evolveValue(u *union, v types.AttributeValue, recName string) (bool, error) {
+	b, need, err := u.choose(v)
 	if err != nil {
 		return false, err
 	}
@@ -196,14 +197,14 @@ func (m *Model) evolveValue(u *union, v types.AttributeValue, path, recName stri
 	switch b.kind {
 	case kArray:
 		for i, x := range arrayElements(v) {
-			c, err := m.evolveValue(b.items, x, fmt.Sprintf("%s[%d]", path, i), recName+"_item")
+			c, err := m.evolveValue(b.items, x, recName+"_item")
 			if err != nil {
-				return false, err
+				return false, inAttr("["+strconv.Itoa(i)+"]", err)
 			}
 			changed = changed || c
 		}
 	case kRecord:
-		c, err := m.evolveRecord(b.rec, v.(*types.AttributeValueMemberM).Value, path+".")
+		c, err := m.evolveRecord(b.rec, v.(*types.AttributeValueMemberM).Value, ".")
 		if err != nil {
 			return false, err
 		}
@@ -214,31 +215,22 @@ func (m *Model) evolveValue(u *union, v types.AttributeValue, path, recName stri
 
 // choose returns the existing branch of u that holds v exactly, preferring the narrowest; when
 // there is none, it returns nil and the kind of branch to add. Numbers are validated here, so a
-// bad one fails whatever the union holds.
-func (u *union) choose(v types.AttributeValue, path string) (*branch, kind, error) {
-	if err := checkNumbers(v, path); err != nil {
-		return nil, 0, err
-	}
+// bad one fails whatever the union holds. Errors carry no attribute path: callers add it.
+func (u *union) choose(v types.AttributeValue) (*branch, kind, error) {
 	var candidates []kind
 	switch v := v.(type) {
 	case *types.AttributeValueMemberS:
-		candidates = []kind{kString}
+		candidates = kindsString
 	case *types.AttributeValueMemberN:
-		n, err := ParseNumber(v.Value)
-		if err != nil {
-			return nil, 0, fmt.Errorf("attribute %s: %w", path, err)
-		}
-		if _, ok := n.Int64(); ok {
-			candidates = append(candidates, kLong)
-		}
-		if _, ok := n.Decimal(); ok {
-			candidates = append(candidates, kDecimal)
-		}
+		return u.chooseNumber(v.Value)
 	case *types.AttributeValueMemberB:
-		candidates = []kind{kBytes}
+		candidates = kindsBytes
 	case *types.AttributeValueMemberBOOL:
-		candidates = []kind{kBool}
+		candidates = kindsBool
 	case *types.AttributeValueMemberSS, *types.AttributeValueMemberNS, *types.AttributeValueMemberBS, *types.AttributeValueMemberL:
+		if err := checkNumbers(v); err != nil {
+			return nil, 0, err
+		}
 		ddb := arrayType(v)
 		for _, b := range u.branches {
 			if b.kind == kArray && b.ddb == ddb {
@@ -250,17 +242,31 @@ func (u *union) choose(v types.AttributeValue, path string) (*branch, kind, erro
 		}
 		// Avro allows one array per union: another kind of list or set goes to the generic branch.
 	case *types.AttributeValueMemberM:
-		candidates = []kind{kRecord}
+		candidates = kindsRecord
 	case *types.AttributeValueMemberNULL:
 		// Only the generic branch holds NULL: the null branch means "absent".
 	case nil:
-		return nil, 0, fmt.Errorf("attribute %s: no value", path)
+		return nil, 0, errors.New("no value")
 	default:
-		return nil, 0, fmt.Errorf("attribute %s: unsupported attribute value type %T", path, v)
+		return nil, 0, fmt.Errorf("unsupported attribute value type %T", v)
 	}
-	// The narrowest exact branch, existing or added; the generic branch only for values that no
-	// narrower branch can hold (NULL, a second kind of array, numbers beyond decimal(38,18)), so a
-	// single odd value never pushes later ordinary values of its field into the generic form.
+	return u.pick(candidates)
+}
+
+var (
+	kindsString  = []kind{kString}
+	kindsBytes   = []kind{kBytes}
+	kindsBool    = []kind{kBool}
+	kindsRecord  = []kind{kRecord}
+	kindsInteger = []kind{kLong, kDecimal} // an int64 always fits decimal(38,18) too
+	kindsDecimal = []kind{kDecimal}
+)
+
+// pick returns the narrowest existing branch among candidates, or the kind to add. The generic
+// branch serves only values that no narrower branch can hold (NULL, a second kind of array,
+// numbers beyond decimal(38,18)), so a single odd value never pushes later ordinary values of its
+// field into the generic form.
+func (u *union) pick(candidates []kind) (*branch, kind, error) {
 	for _, k := range candidates {
 		if b := u.branchOf(k); b != nil {
 			return b, k, nil
@@ -272,16 +278,59 @@ func (u *union) choose(v types.AttributeValue, path string) (*branch, kind, erro
 	return u.branchOf(kGeneric), kGeneric, nil
 }
 
+// chooseNumber is choose for a number; integers of up to 18 digits take an allocation-free path.
+func (u *union) chooseNumber(text string) (*branch, kind, error) {
+	if _, ok := smallInt(text); ok {
+		return u.pick(kindsInteger)
+	}
+	n, err := ParseNumber(text)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, ok := n.Int64(); ok {
+		return u.pick(kindsInteger)
+	}
+	if _, ok := n.Decimal(); ok {
+		return u.pick(kindsDecimal)
+	}
+	return u.pick(nil)
+}
+
 // checkNumbers validates the numbers of a number set, which may land in any branch.
-func checkNumbers(v types.AttributeValue, path string) error {
+func checkNumbers(v types.AttributeValue) error {
 	if ns, ok := v.(*types.AttributeValueMemberNS); ok {
 		for i, s := range ns.Value {
+			if _, ok := smallInt(s); ok {
+				continue
+			}
 			if _, err := ParseNumber(s); err != nil {
-				return fmt.Errorf("attribute %s[%d]: %w", path, i, err)
+				return &attrError{path: "[" + strconv.Itoa(i) + "]", err: err}
 			}
 		}
 	}
 	return nil
+}
+
+// attrError is an error about one attribute; its path grows as the error unwinds to the item, so
+// that the success path builds no path strings.
+type attrError struct {
+	path string
+	err  error
+}
+
+func (e *attrError) Error() string { return "attribute " + e.path + ": " + e.err.Error() }
+func (e *attrError) Unwrap() error { return e.err }
+
+// inAttr returns err placed under path segment seg ("name", ".name" or "[3]").
+func inAttr(seg string, err error) error {
+	var ae *attrError
+	if errors.As(err, &ae) {
+		return &attrError{path: seg + ae.path, err: ae.err}
+	}
+	if errors.Is(err, errEvolve) {
+		return err
+	}
+	return &attrError{path: seg, err: err}
 }
 
 func (u *union) branchOf(k kind) *branch {

@@ -36,6 +36,30 @@ type Number struct {
 	exp    int
 }
 
+// smallInt parses the common case, a plain integer of at most 18 digits, without allocating; ok is
+// false for anything else (which ParseNumber then handles).
+func smallInt(s string) (int64, bool) {
+	digits := s
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var v int64
+	for i := 0; i < len(digits); i++ {
+		c := digits[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if s[0] == '-' {
+		v = -v
+	}
+	return v, true
+}
+
 // ParseNumber parses DynamoDB number text ("-12.50", "1E+125", "0.000") and checks DynamoDB's
 // limits. The error wraps ErrNumber and quotes the input.
 func ParseNumber(s string) (Number, error) {

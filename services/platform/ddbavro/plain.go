@@ -56,7 +56,7 @@ func plainRecord(r *record, item map[string]types.AttributeValue) map[string]any
 }
 
 func plainValue(u *union, v types.AttributeValue) any {
-	b, _, err := u.choose(v, "")
+	b, _, err := u.choose(v)
 	if err != nil || b == nil {
 		return nil
 	}

@@ -146,12 +146,12 @@ func TestTypedConflictRules(t *testing.T) {
 	events := []*Event{}
 	for _, item := range []map[string]types.AttributeValue{
 		{"v": s("text")},
-		{"v": n("42")},                       // adds long
-		{"v": n("1.5")},                      // adds Decimal38
-		{"v": n("1E+100")},                   // adds AttributeValue (beyond decimal(38,18))
-		{"v": &types.AttributeValueMemberNULL{Value: true}}, // generic branch, distinct from absent
-		{"v": &types.AttributeValueMemberSS{Value: []string{"a"}}},  // adds the one array
-		{"v": &types.AttributeValueMemberNS{Value: []string{"1"}}},  // second array kind: generic
+		{"v": n("42")},     // adds long
+		{"v": n("1.5")},    // adds Decimal38
+		{"v": n("1E+100")}, // adds AttributeValue (beyond decimal(38,18))
+		{"v": &types.AttributeValueMemberNULL{Value: true}},        // generic branch, distinct from absent
+		{"v": &types.AttributeValueMemberSS{Value: []string{"a"}}}, // adds the one array
+		{"v": &types.AttributeValueMemberNS{Value: []string{"1"}}}, // second array kind: generic
 		{"v": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"x": s("y")}}},
 		{},
 	} {
@@ -196,7 +196,9 @@ func TestBadValuesNameTheAttribute(t *testing.T) {
 	}
 }
 
-func containsStr(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)) }
+func containsStr(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0))
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {

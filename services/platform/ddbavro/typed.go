@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
@@ -15,10 +16,10 @@ var errEvolve = errors.New("model needs to evolve")
 
 // appendItem appends item as the model's item record.
 func (m *Model) appendItem(b []byte, item map[string]types.AttributeValue) ([]byte, error) {
-	return appendRecord(b, m.item, item, "")
+	return appendRecord(b, m.item, item)
 }
 
-func appendRecord(b []byte, r *record, item map[string]types.AttributeValue, prefix string) ([]byte, error) {
+func appendRecord(b []byte, r *record, item map[string]types.AttributeValue) ([]byte, error) {
 	if len(item) > len(r.fields) {
 		return nil, errEvolve
 	}
@@ -31,8 +32,8 @@ func appendRecord(b []byte, r *record, item map[string]types.AttributeValue, pre
 			continue
 		}
 		seen++
-		if b, err = appendValue(b, f.typ, v, prefix+f.attr); err != nil {
-			return nil, err
+		if b, err = appendValue(b, f.typ, v); err != nil {
+			return nil, inAttr(f.attr, err)
 		}
 	}
 	if seen != len(item) {
@@ -41,8 +42,11 @@ func appendRecord(b []byte, r *record, item map[string]types.AttributeValue, pre
 	return b, nil
 }
 
-func appendValue(b []byte, u *union, v types.AttributeValue, path string) ([]byte, error) {
-	br, _, err := u.choose(v, path)
+func appendValue(b []byte, u *union, v types.AttributeValue) ([]byte, error) {
+	if nv, ok := v.(*types.AttributeValueMemberN); ok {
+		return appendNumber(b, u, nv.Value)
+	}
+	br, _, err := u.choose(v)
 	if err != nil {
 		return nil, err
 	}
@@ -57,31 +61,100 @@ func appendValue(b []byte, u *union, v types.AttributeValue, path string) ([]byt
 		return appendBool(b, v.(*types.AttributeValueMemberBOOL).Value), nil
 	case kBytes:
 		return appendBytes(b, v.(*types.AttributeValueMemberB).Value), nil
+	case kArray:
+		return appendArray(b, br.items, v)
+	case kRecord:
+		b, err = appendRecord(b, br.rec, v.(*types.AttributeValueMemberM).Value)
+		if err != nil {
+			return nil, inAttr(".", err)
+		}
+		return b, nil
+	case kGeneric:
+		return appendGeneric(b, v, "")
+	}
+	return nil, fmt.Errorf("internal error: branch kind %d", br.kind)
+}
+
+// appendNumber writes a number to its narrowest existing branch, parsing it once.
+func appendNumber(b []byte, u *union, text string) ([]byte, error) {
+	br, _, err := u.chooseNumber(text)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		return nil, errEvolve
+	}
+	b = appendLong(b, int64(u.index(br)))
+	if i, ok := smallInt(text); ok && br.kind == kLong {
+		return appendLong(b, i), nil
+	}
+	n, err := ParseNumber(text)
+	if err != nil {
+		return nil, err
+	}
+	switch br.kind {
 	case kLong:
-		n, _ := ParseNumber(v.(*types.AttributeValueMemberN).Value) // validated by choose
 		i, _ := n.Int64()
 		return appendLong(b, i), nil
 	case kDecimal:
-		n, _ := ParseNumber(v.(*types.AttributeValueMemberN).Value)
 		d, _ := n.Decimal()
 		return appendDecimal(b, d), nil
-	case kArray:
-		elems := arrayElements(v)
-		if len(elems) > 0 {
-			b = appendLong(b, int64(len(elems)))
-			for i, x := range elems {
-				if b, err = appendValue(b, br.items, x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-					return nil, err
-				}
+	}
+	return appendGeneric(b, &types.AttributeValueMemberN{Value: text}, "")
+}
+
+// appendArray writes a set or list as an Avro array of the items union; set elements are written
+// straight from their Go values.
+func appendArray(b []byte, items *union, v types.AttributeValue) ([]byte, error) {
+	var n int
+	switch v := v.(type) {
+	case *types.AttributeValueMemberSS:
+		n = len(v.Value)
+	case *types.AttributeValueMemberNS:
+		n = len(v.Value)
+	case *types.AttributeValueMemberBS:
+		n = len(v.Value)
+	case *types.AttributeValueMemberL:
+		n = len(v.Value)
+	}
+	if n == 0 {
+		return append(b, 0), nil
+	}
+	b = appendLong(b, int64(n))
+	var err error
+	switch v := v.(type) {
+	case *types.AttributeValueMemberSS:
+		br := items.branchOf(kString)
+		if br == nil {
+			return nil, errEvolve
+		}
+		idx := int64(items.index(br))
+		for _, s := range v.Value {
+			b = appendString(appendLong(b, idx), s)
+		}
+	case *types.AttributeValueMemberBS:
+		br := items.branchOf(kBytes)
+		if br == nil {
+			return nil, errEvolve
+		}
+		idx := int64(items.index(br))
+		for _, x := range v.Value {
+			b = appendBytes(appendLong(b, idx), x)
+		}
+	case *types.AttributeValueMemberNS:
+		for i, s := range v.Value {
+			if b, err = appendNumber(b, items, s); err != nil {
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 			}
 		}
-		return append(b, 0), nil
-	case kRecord:
-		return appendRecord(b, br.rec, v.(*types.AttributeValueMemberM).Value, path+".")
-	case kGeneric:
-		return appendGeneric(b, v, path)
+	case *types.AttributeValueMemberL:
+		for i, x := range v.Value {
+			if b, err = appendValue(b, items, x); err != nil {
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
+			}
+		}
 	}
-	return nil, fmt.Errorf("attribute %s: internal error: branch kind %d", path, br.kind)
+	return append(b, 0), nil
 }
 
 // appendDecimal writes an unscaled decimal as the 16-byte two's-complement big-endian fixed.
