@@ -158,8 +158,17 @@ func (m *Model) Evolve(item map[string]types.AttributeValue) (bool, error) {
 
 func (m *Model) evolveRecord(r *record, item map[string]types.AttributeValue, prefix string) (bool, error) {
 	changed := false
-	// Sorted, so that the same item always evolves the model the same way, on every replica.
-	for _, attr := range sortedAttrs(item) {
+	// Sorted, so that the same item always evolves the model the same way, on every replica; and
+	// names that are valid Avro names already are added first, so they keep their name when a
+	// sanitized one ("a.b" → "a_b") would clash with them.
+	attrs := sortedAttrs(item)
+	for _, attr := range attrs {
+		if r.byAttr[attr] == nil && sanitizeName(attr) == attr {
+			r.addField(attr)
+			changed = true
+		}
+	}
+	for _, attr := range attrs {
 		v := item[attr]
 		f := r.byAttr[attr]
 		if f == nil {
