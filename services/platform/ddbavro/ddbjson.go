@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
@@ -14,95 +15,148 @@ import (
 // are written sorted and numbers in canonical text, so one value has one text.
 
 // marshalDynamoJSON returns the DynamoDB JSON of v's list or map contents: a JSON array for L, an
-// object for M.
-func marshalDynamoJSON(v types.AttributeValue, path string) (string, error) {
-	var tree any
+// object for M. Errors carry the attribute path below v.
+func marshalDynamoJSON(v types.AttributeValue) (string, error) {
+	var out []byte
 	var err error
 	switch v := v.(type) {
 	case *types.AttributeValueMemberL:
-		tree, err = jsonList(v.Value, path)
+		out, err = appendJSONList(nil, v.Value)
 	case *types.AttributeValueMemberM:
-		tree, err = jsonMap(v.Value, path+".")
+		out, err = appendJSONMap(nil, v.Value)
 	default:
-		return "", &attrError{path: path, err: fmt.Errorf("internal error: %T is not a list or map", v)}
+		return "", fmt.Errorf("internal error: %T is not a list or map", v)
 	}
-	if err != nil {
-		return "", err
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(tree); err != nil {
-		return "", &attrError{path: path, err: err}
-	}
-	return string(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
+	return string(out), err
 }
 
-func jsonList(l []types.AttributeValue, path string) ([]any, error) {
-	out := make([]any, len(l))
+func appendJSONList(b []byte, l []types.AttributeValue) ([]byte, error) {
+	b = append(b, '[')
+	var err error
 	for i, x := range l {
-		var err error
-		if out[i], err = jsonValue(x, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-			return nil, err
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, err = appendJSONValue(b, x); err != nil {
+			return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 		}
 	}
-	return out, nil
+	return append(b, ']'), nil
 }
 
-func jsonMap(m map[string]types.AttributeValue, prefix string) (map[string]any, error) {
-	out := make(map[string]any, len(m))
-	for k, x := range m {
-		var err error
-		if out[k], err = jsonValue(x, prefix+k); err != nil {
-			return nil, err
+func appendJSONMap(b []byte, m map[string]types.AttributeValue) ([]byte, error) {
+	b = append(b, '{')
+	var err error
+	for i, k := range sortedAttrs(m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, k), ':')
+		if b, err = appendJSONValue(b, m[k]); err != nil {
+			return nil, inAttr("."+k, err)
 		}
 	}
-	return out, nil
+	return append(b, '}'), nil
 }
 
-func jsonValue(v types.AttributeValue, path string) (any, error) {
+func appendJSONValue(b []byte, v types.AttributeValue) ([]byte, error) {
 	switch v := v.(type) {
 	case *types.AttributeValueMemberS:
-		return map[string]any{"S": v.Value}, nil
+		return append(appendJSONString(append(b, `{"S":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberN:
 		n, err := ParseNumber(v.Value)
 		if err != nil {
-			return nil, &attrError{path: path, err: err}
+			return nil, err
 		}
-		return map[string]any{"N": n.String()}, nil
+		return append(appendJSONString(append(b, `{"N":`...), n.String()), '}'), nil
 	case *types.AttributeValueMemberB:
-		return map[string]any{"B": base64.StdEncoding.EncodeToString(v.Value)}, nil
+		return append(appendJSONBase64(append(b, `{"B":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberBOOL:
-		return map[string]any{"BOOL": v.Value}, nil
+		return append(strconv.AppendBool(append(b, `{"BOOL":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberNULL:
-		return map[string]any{"NULL": v.Value}, nil
+		return append(strconv.AppendBool(append(b, `{"NULL":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberSS:
-		return map[string]any{"SS": v.Value}, nil
+		b = append(b, `{"SS":[`...)
+		for i, s := range v.Value {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, s)
+		}
+		return append(b, "]}"...), nil
 	case *types.AttributeValueMemberNS:
-		ns := make([]string, len(v.Value))
+		b = append(b, `{"NS":[`...)
 		for i, s := range v.Value {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return nil, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 			}
-			ns[i] = n.String()
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, n.String())
 		}
-		return map[string]any{"NS": ns}, nil
+		return append(b, "]}"...), nil
 	case *types.AttributeValueMemberBS:
-		bs := make([]string, len(v.Value))
-		for i, b := range v.Value {
-			bs[i] = base64.StdEncoding.EncodeToString(b)
+		b = append(b, `{"BS":[`...)
+		for i, x := range v.Value {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONBase64(b, x)
 		}
-		return map[string]any{"BS": bs}, nil
+		return append(b, "]}"...), nil
 	case *types.AttributeValueMemberL:
-		l, err := jsonList(v.Value, path)
-		return map[string]any{"L": l}, err
+		b, err := appendJSONList(append(b, `{"L":`...), v.Value)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '}'), nil
 	case *types.AttributeValueMemberM:
-		m, err := jsonMap(v.Value, path+".")
-		return map[string]any{"M": m}, err
+		b, err := appendJSONMap(append(b, `{"M":`...), v.Value)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, '}'), nil
 	}
-	_, err := genericField(v, path)
+	_, err := genericField(v, "")
 	return nil, err
+}
+
+func appendJSONBase64(b []byte, v []byte) []byte {
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, v)
+	return append(b, '"')
+}
+
+// appendJSONString appends s as a JSON string, escaping what JSON requires (quote, backslash,
+// control characters). DynamoDB strings are valid UTF-8, which JSON carries as is.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // unmarshalDynamoJSON parses the DynamoDB JSON of a list (asList) or map back into a value.

@@ -3,6 +3,7 @@ package ddbavro
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -29,9 +30,9 @@ const (
 )
 
 // appendGeneric appends v in the lossless AttributeValue encoding. Map keys are written sorted, so
-// one value always has one encoding. path names v in errors.
-func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error) {
-	field, err := genericField(v, path)
+// one value always has one encoding. Errors carry the path below v; callers add v's own.
+func appendGeneric(b []byte, v types.AttributeValue) ([]byte, error) {
+	field, err := genericField(v, "")
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +46,7 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 	case *types.AttributeValueMemberN:
 		n, err := ParseNumber(v.Value)
 		if err != nil {
-			return nil, &attrError{path: path, err: err}
+			return nil, err
 		}
 		b = appendString(b, n.String())
 	case *types.AttributeValueMemberB:
@@ -61,7 +62,7 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 		for i, s := range v.Value {
 			n, err := ParseNumber(s)
 			if err != nil {
-				return nil, &attrError{path: fmt.Sprintf("%s[%d]", path, i), err: err}
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 			}
 			canon[i] = n.String()
 		}
@@ -75,7 +76,7 @@ func appendGeneric(b []byte, v types.AttributeValue, path string) ([]byte, error
 		}
 		b = append(b, 0)
 	case *types.AttributeValueMemberL, *types.AttributeValueMemberM:
-		text, err := marshalDynamoJSON(v, path)
+		text, err := marshalDynamoJSON(v)
 		if err != nil {
 			return nil, err
 		}
@@ -241,9 +242,9 @@ func ToGenerated(v types.AttributeValue, path string) (avrov1.AttributeValue, er
 	case *types.AttributeValueMemberBS:
 		out.Bs = &v.Value
 	case *types.AttributeValueMemberL, *types.AttributeValueMemberM:
-		text, err := marshalDynamoJSON(v, path)
+		text, err := marshalDynamoJSON(v)
 		if err != nil {
-			return out, err
+			return out, inAttr(path, err)
 		}
 		if _, isList := v.(*types.AttributeValueMemberL); isList {
 			out.L = &text

@@ -1,12 +1,14 @@
 package ddbavro
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"math/big"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseNumberCanonical(t *testing.T) {
@@ -114,6 +116,22 @@ func FuzzParseNumber(f *testing.F) {
 		out, ok2 := new(big.Rat).SetString(c)
 		if ok1 && ok2 && in.Cmp(out) != 0 {
 			t.Fatalf("%q and its canonical %q differ in value", s, c)
+		}
+	})
+}
+
+// FuzzJSONString: the DynamoDB JSON writer's strings decode with encoding/json to the same text.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "ctl\x00\x01\n\r\t\x1f", "ünïcødé 漢 🙂", "</script>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return // DynamoDB strings are UTF-8
+		}
+		var back string
+		if err := json.Unmarshal(appendJSONString(nil, s), &back); err != nil || back != s {
+			t.Fatalf("%q → %s → %q, %v", s, appendJSONString(nil, s), back, err)
 		}
 	})
 }

@@ -110,9 +110,9 @@ func plainGeneric(v types.AttributeValue) any {
 	case *types.AttributeValueMemberBS:
 		out["BS"] = anySlice(v.Value, func(b []byte) any { return plainBytes(b) })
 	case *types.AttributeValueMemberL:
-		out["L"], _ = marshalDynamoJSON(v, "")
+		out["L"], _ = marshalDynamoJSON(v)
 	case *types.AttributeValueMemberM:
-		out["M"], _ = marshalDynamoJSON(v, "")
+		out["M"], _ = marshalDynamoJSON(v)
 	}
 	return out
 }

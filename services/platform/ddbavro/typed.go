@@ -70,7 +70,7 @@ func appendValue(b []byte, u *union, v types.AttributeValue) ([]byte, error) {
 		}
 		return b, nil
 	case kGeneric:
-		return appendGeneric(b, v, "")
+		return appendGeneric(b, v)
 	}
 	return nil, fmt.Errorf("internal error: branch kind %d", br.kind)
 }
@@ -100,7 +100,7 @@ func appendNumber(b []byte, u *union, text string) ([]byte, error) {
 		d, _ := n.Decimal()
 		return appendDecimal(b, d), nil
 	}
-	return appendGeneric(b, &types.AttributeValueMemberN{Value: text}, "")
+	return appendGeneric(b, &types.AttributeValueMemberN{Value: text})
 }
 
 // appendArray writes a set or list as an Avro array of the items union; set elements are written
