@@ -127,44 +127,10 @@ func (g itemGen) item(depth int) map[string]types.AttributeValue {
 	return m
 }
 
-// canonical returns v with every number in canonical text: the form both encodings return.
-func canonical(v types.AttributeValue) types.AttributeValue {
-	switch v := v.(type) {
-	case *types.AttributeValueMemberN:
-		s, err := CanonicalNumber(v.Value)
-		if err != nil {
-			panic(err)
-		}
-		return &types.AttributeValueMemberN{Value: s}
-	case *types.AttributeValueMemberNS:
-		out := make([]string, len(v.Value))
-		for i, s := range v.Value {
-			c, err := CanonicalNumber(s)
-			if err != nil {
-				panic(err)
-			}
-			out[i] = c
-		}
-		return &types.AttributeValueMemberNS{Value: out}
-	case *types.AttributeValueMemberL:
-		out := make([]types.AttributeValue, len(v.Value))
-		for i, x := range v.Value {
-			out[i] = canonical(x)
-		}
-		return &types.AttributeValueMemberL{Value: out}
-	case *types.AttributeValueMemberM:
-		return &types.AttributeValueMemberM{Value: canonicalItem(v.Value)}
-	}
-	return v
-}
-
 func canonicalItem(item map[string]types.AttributeValue) map[string]types.AttributeValue {
-	if item == nil {
-		return nil
-	}
-	out := make(map[string]types.AttributeValue, len(item))
-	for k, v := range item {
-		out[k] = canonical(v)
+	out, err := CanonicalItem(item)
+	if err != nil {
+		panic(err)
 	}
 	return out
 }

@@ -7,6 +7,8 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // DynamoDB's number limits: 38 significant digits; magnitudes from 1E-130 to
@@ -199,4 +201,59 @@ func CanonicalNumber(s string) (string, error) {
 		return "", err
 	}
 	return n.String(), nil
+}
+
+// CanonicalItem returns item with every number, at any depth, in canonical text: the form both
+// encodings decode to. Comparing a DynamoDB item with a decoded one goes through it.
+func CanonicalItem(item map[string]types.AttributeValue) (map[string]types.AttributeValue, error) {
+	if item == nil {
+		return nil, nil
+	}
+	out := make(map[string]types.AttributeValue, len(item))
+	for k, v := range item {
+		c, err := canonicalValue(v)
+		if err != nil {
+			return nil, inAttr(k, err)
+		}
+		out[k] = c
+	}
+	return out, nil
+}
+
+func canonicalValue(v types.AttributeValue) (types.AttributeValue, error) {
+	switch v := v.(type) {
+	case *types.AttributeValueMemberN:
+		n, err := ParseNumber(v.Value)
+		if err != nil {
+			return nil, err
+		}
+		return &types.AttributeValueMemberN{Value: n.String()}, nil
+	case *types.AttributeValueMemberNS:
+		out := make([]string, len(v.Value))
+		for i, s := range v.Value {
+			n, err := ParseNumber(s)
+			if err != nil {
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
+			}
+			out[i] = n.String()
+		}
+		return &types.AttributeValueMemberNS{Value: out}, nil
+	case *types.AttributeValueMemberL:
+		out := make([]types.AttributeValue, len(v.Value))
+		for i, x := range v.Value {
+			c, err := canonicalValue(x)
+			if err != nil {
+				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
+			}
+			out[i] = c
+		}
+		return &types.AttributeValueMemberL{Value: out}, nil
+	case *types.AttributeValueMemberM:
+		m, err := CanonicalItem(v.Value)
+		if err != nil {
+			return nil, inAttr(".", err)
+		}
+		return &types.AttributeValueMemberM{Value: m}, nil
+	}
+	return v, nil
 }

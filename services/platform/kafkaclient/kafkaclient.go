@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
 )
 
 // Config is the kafka section shared by every service.
@@ -166,4 +167,19 @@ func Ready(cl *kgo.Client) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// Connect creates a client for c with extra options and registers its readiness check ("kafka")
+// with the service's health server. The caller closes the client.
+func Connect(c Config, h *health.Server, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts, err := c.Opts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating kafka client: %w", err)
+	}
+	h.AddCheck("kafka", Ready(cl))
+	return cl, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
 )
 
 // Config is the schema_registry section shared by every service.
@@ -68,4 +69,15 @@ func Ready(cl *sr.Client) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// Connect creates a client for c and registers its readiness check ("schema_registry") with the
+// service's health server.
+func Connect(c Config, h *health.Server) (*sr.Client, error) {
+	cl, err := c.Client()
+	if err != nil {
+		return nil, err
+	}
+	h.AddCheck("schema_registry", Ready(cl))
+	return cl, nil
 }

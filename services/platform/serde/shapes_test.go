@@ -46,35 +46,9 @@ func shapeEvent(i int) *ddbavro.Event {
 
 // canonicalItem is the item as decoders return it: numbers in canonical text.
 func canonicalItem(item map[string]types.AttributeValue) map[string]types.AttributeValue {
-	if item == nil {
-		return nil
-	}
-	out := map[string]types.AttributeValue{}
-	for k, v := range item {
-		out[k] = canonicalValue(v)
+	out, err := ddbavro.CanonicalItem(item)
+	if err != nil {
+		panic(err)
 	}
 	return out
-}
-
-func canonicalValue(v types.AttributeValue) types.AttributeValue {
-	switch v := v.(type) {
-	case *types.AttributeValueMemberN:
-		c, _ := ddbavro.CanonicalNumber(v.Value)
-		return n(c)
-	case *types.AttributeValueMemberNS:
-		out := make([]string, len(v.Value))
-		for i, x := range v.Value {
-			out[i], _ = ddbavro.CanonicalNumber(x)
-		}
-		return &types.AttributeValueMemberNS{Value: out}
-	case *types.AttributeValueMemberL:
-		out := make([]types.AttributeValue, len(v.Value))
-		for i, x := range v.Value {
-			out[i] = canonicalValue(x)
-		}
-		return &types.AttributeValueMemberL{Value: out}
-	case *types.AttributeValueMemberM:
-		return m(canonicalItem(v.Value))
-	}
-	return v
 }

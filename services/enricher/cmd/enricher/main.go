@@ -7,10 +7,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/settings"
 	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
@@ -23,22 +20,14 @@ func main() {
 }
 
 func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
-	opts, err := s.Kafka.Opts()
+	kc, err := kafkaclient.Connect(s.Kafka, rt.Health)
 	if err != nil {
 		return err
-	}
-	kc, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("creating kafka client: %w", err)
 	}
 	defer kc.Close()
-	rt.Health.AddCheck("kafka", kafkaclient.Ready(kc))
-
-	sr, err := s.SchemaRegistry.Client()
-	if err != nil {
+	if _, err := registry.Connect(s.SchemaRegistry, rt.Health); err != nil {
 		return err
 	}
-	rt.Health.AddCheck("schema_registry", registry.Ready(sr))
 
 	rt.Log.Info("enricher started; pipelines are not implemented yet", "pipelines", len(s.Pipelines))
 	<-ctx.Done()
