@@ -92,13 +92,13 @@ func NewRegistry(cl *sr.Client, log *slog.Logger) *Registry {
 func (r *Registry) WaitReady(ctx context.Context) error {
 	b := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for {
-		_, err := r.cl.Subjects(ctx)
-		if err == nil {
+		_, last := r.cl.Subjects(ctx)
+		if last == nil {
 			return nil
 		}
-		r.log.Warn("schema registry not reachable yet; retrying", "error", err)
+		r.log.Warn("schema registry not reachable yet; retrying", "error", last)
 		if err := backoff.Sleep(ctx, b.Next()); err != nil {
-			return fmt.Errorf("waiting for the schema registry: %w (last error: %v)", err, errors.Unwrap(err))
+			return fmt.Errorf("waiting for the schema registry: %w (last error: %v)", err, last)
 		}
 	}
 }

@@ -162,6 +162,26 @@ func TestRegisteredSchemasKeepDefaults(t *testing.T) {
 	}
 }
 
+// TestWaitReadyWaitsForTheRegistry: at start-up a service waits out an unavailable registry.
+func TestWaitReadyWaitsForTheRegistry(t *testing.T) {
+	f, reg := newFake(t)
+	f.failNext.Store(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := reg.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	if n := f.requests.Load(); n != 4 {
+		t.Fatalf("%d requests, want 3 failures and 1 success", n)
+	}
+	f.failNext.Store(1 << 30)
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	if err := reg.WaitReady(short); err == nil || !strings.Contains(err.Error(), "waiting for the schema registry") || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("WaitReady on a registry that never answers = %v", err)
+	}
+}
+
 func TestRegistryRetriesTransientFailures(t *testing.T) {
 	f, reg := newFake(t)
 	f.failNext.Store(3)
