@@ -1,0 +1,122 @@
+// Package streams reads DynamoDB Streams: it describes a stream and its shards, orders shards by
+// lineage (a child is read only after its parent has been read to its end), and reads one shard
+// page by page with adaptive polling and recovery from expired iterators, trimmed data, throttling
+// and DynamoDB Local's quirks.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+)
+
+// API is the part of the DynamoDB Streams API the producer calls. *dynamodbstreams.Client
+// implements it; streamsfake implements it in process for the behaviours DynamoDB Local lacks
+// (shard splits and closes).
+type API interface {
+	DescribeStream(ctx context.Context, in *dynamodbstreams.DescribeStreamInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.DescribeStreamOutput, error)
+	GetShardIterator(ctx context.Context, in *dynamodbstreams.GetShardIteratorInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.GetShardIteratorOutput, error)
+	GetRecords(ctx context.Context, in *dynamodbstreams.GetRecordsInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.GetRecordsOutput, error)
+}
+
+// Shard is one shard of a stream.
+type Shard struct {
+	ID     string
+	Parent string // "" for a shard without a parent (or whose parent has aged out of the stream)
+	Closed bool   // the shard has an ending sequence number: no new records will arrive
+}
+
+// Description is what the producer needs to know of a stream.
+type Description struct {
+	ARN          string
+	Table        string
+	ViewType     string // KEYS_ONLY, NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES
+	Status       string // ENABLING, ENABLED, DISABLING, DISABLED
+	PartitionKey string
+	SortKey      string // "" for tables without one
+	Shards       []Shard
+}
+
+// ErrStreamGone is returned (wrapped) when the stream no longer exists: the table was deleted or
+// its stream disabled; the caller re-resolves the table's current stream.
+var ErrStreamGone = errors.New("stream no longer exists")
+
+// Describe returns the stream's description with every shard, following DescribeStream's pages.
+func Describe(ctx context.Context, api API, arn string) (*Description, error) {
+	d := &Description{ARN: arn}
+	var start *string
+	for {
+		out, err := api.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: aws.String(arn), ExclusiveStartShardId: start})
+		if err != nil {
+			var nf *types.ResourceNotFoundException
+			if errors.As(err, &nf) {
+				return nil, fmt.Errorf("describing stream %s: %w", arn, ErrStreamGone)
+			}
+			return nil, fmt.Errorf("describing stream %s: %w", arn, err)
+		}
+		sd := out.StreamDescription
+		if sd == nil {
+			return nil, fmt.Errorf("describing stream %s: empty description", arn)
+		}
+		if start == nil {
+			d.Table = aws.ToString(sd.TableName)
+			d.ViewType = string(sd.StreamViewType)
+			d.Status = string(sd.StreamStatus)
+			for _, k := range sd.KeySchema {
+				if k.KeyType == types.KeyTypeHash {
+					d.PartitionKey = aws.ToString(k.AttributeName)
+				} else {
+					d.SortKey = aws.ToString(k.AttributeName)
+				}
+			}
+		}
+		for _, s := range sd.Shards {
+			sh := Shard{ID: aws.ToString(s.ShardId), Parent: aws.ToString(s.ParentShardId)}
+			sh.Closed = s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil
+			d.Shards = append(d.Shards, sh)
+		}
+		if sd.LastEvaluatedShardId == nil {
+			break
+		}
+		start = sd.LastEvaluatedShardId
+	}
+	if d.PartitionKey == "" {
+		return nil, fmt.Errorf("describing stream %s: no key schema", arn)
+	}
+	return d, nil
+}
+
+// Readable returns the shards that may be read now, in a stable order: every shard not finished
+// whose parent is finished, or is not listed any more (it aged out after 24 hours, so its records
+// are gone and waiting for it would block the child for ever). finished holds the ids of shards
+// read to their end.
+func Readable(shards []Shard, finished map[string]bool) []Shard {
+	listed := make(map[string]bool, len(shards))
+	for _, s := range shards {
+		listed[s.ID] = true
+	}
+	var out []Shard
+	for _, s := range shards {
+		if finished[s.ID] {
+			continue
+		}
+		if s.Parent == "" || finished[s.Parent] || !listed[s.Parent] {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Shard) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
