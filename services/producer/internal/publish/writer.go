@@ -1,0 +1,122 @@
+package publish
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ErrFenced is returned (wrapped) when another writer has taken the shard over: this writer must
+// stop, its open transaction was aborted by the broker.
+var ErrFenced = errors.New("fenced by a newer writer of the shard")
+
+// commitTimeout bounds one transaction's flush and commit. It is not tied to the service's
+// shutdown: cancelling a commit half-way leaves its outcome unknown (franz-go's EndTransaction doc).
+const commitTimeout = 30 * time.Second
+
+// ShardWriter publishes one shard's pages, each in one transaction with its checkpoint.
+type ShardWriter struct {
+	cl              *kgo.Client
+	checkpointTopic string
+	streamARN       string
+	shard           string
+	owner           string
+}
+
+// TransactionalID is the transactional id of a shard: stable for the shard's life, so that any
+// writer of it fences every earlier one.
+func TransactionalID(prefix, streamARN, shard string) string {
+	return prefix + "-producer-" + streamARN + "-" + shard
+}
+
+// NewShardWriter creates the shard's transactional client.
+func NewShardWriter(opts []kgo.Opt, txnID, checkpointTopic, streamARN, shard, owner string) (*ShardWriter, error) {
+	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(txnID), kgo.TransactionTimeout(time.Minute))...)
+	if err != nil {
+		return nil, fmt.Errorf("creating transactional client for shard %s: %w", shard, err)
+	}
+	return &ShardWriter{cl: cl, checkpointTopic: checkpointTopic, streamARN: streamARN, shard: shard, owner: owner}, nil
+}
+
+// Close closes the client; an open transaction is aborted by the broker when it times out or when
+// the next writer of the shard claims it.
+func (w *ShardWriter) Close() { w.cl.Close() }
+
+// Claim commits a claim with a fresh nonce and returns the nonce. Committing it proves this writer
+// holds the shard's newest producer epoch: every earlier writer is fenced.
+func (w *ShardWriter) Claim(ctx context.Context) (string, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	nonce := hex.EncodeToString(b[:])
+	value, _ := json.Marshal(claim{Nonce: nonce, Owner: w.owner})
+	rec := &kgo.Record{Topic: w.checkpointTopic, Key: []byte(claimKey(w.streamARN, w.shard)), Value: value}
+	if err := w.transact(ctx, []*kgo.Record{rec}); err != nil {
+		return "", fmt.Errorf("claiming shard %s: %w", w.shard, err)
+	}
+	return nonce, nil
+}
+
+// Commit publishes records and the shard's new checkpoint in one transaction. On error nothing of
+// it is visible to read_committed consumers; the caller discards this writer, creates a new one and
+// resumes from the last committed checkpoint.
+func (w *ShardWriter) Commit(ctx context.Context, records []*kgo.Record, after string, end bool) error {
+	cp := Checkpoint{StreamARN: w.streamARN, Shard: w.shard, After: after, End: end, Owner: w.owner, At: time.Now().UTC()}
+	value, _ := json.Marshal(cp)
+	all := append(records[:len(records):len(records)],
+		&kgo.Record{Topic: w.checkpointTopic, Key: []byte(checkpointKey(w.streamARN, w.shard)), Value: value})
+	if err := w.transact(ctx, all); err != nil {
+		return fmt.Errorf("committing shard %s up to %s: %w", w.shard, after, err)
+	}
+	return nil
+}
+
+func (w *ShardWriter) transact(ctx context.Context, records []*kgo.Record) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	if err := w.cl.BeginTransaction(); err != nil {
+		return classify(err)
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	wg.Add(len(records))
+	for _, r := range records {
+		w.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	wg.Wait()
+	commit := kgo.TryCommit
+	if firstErr != nil {
+		commit = kgo.TryAbort
+	}
+	if err := w.cl.EndTransaction(ctx, commit); err != nil {
+		return classify(err)
+	}
+	if firstErr != nil {
+		return classify(firstErr)
+	}
+	return nil
+}
+
+func classify(err error) error {
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		return fmt.Errorf("%w: %v", ErrFenced, err)
+	}
+	return err
+}
