@@ -7,6 +7,7 @@ package avrov1
 import (
 	"embed"
 	"fmt"
+	"sync"
 
 	"github.com/hamba/avro/v2"
 )
@@ -59,12 +60,18 @@ func Parse() (*Schemas, error) {
 	}, nil
 }
 
-// MustParse is Parse for package initialisation of callers; the schemas are compiled in, so a
-// failure is a build defect caught by this package's tests.
+// MustParse returns the parsed schemas, parsed once. The schemas are compiled in, so a failure is a
+// build defect caught by this package's tests.
 func MustParse() *Schemas {
-	s, err := Parse()
-	if err != nil {
-		panic(err)
+	parseOnce.Do(func() { parsed, parseErr = Parse() })
+	if parseErr != nil {
+		panic(parseErr)
 	}
-	return s
+	return parsed
 }
+
+var (
+	parseOnce sync.Once
+	parsed    *Schemas
+	parseErr  error
+)

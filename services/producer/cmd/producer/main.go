@@ -1,21 +1,26 @@
-// Command producer publishes every change of the configured DynamoDB tables to Kafka.
-//
-// Streaming arrives with the producer's own issue; today the process loads and validates its
-// configuration, connects to Kafka, the schema registry and DynamoDB, and reports their
-// reachability on /readyz.
+// Command producer publishes every change of the configured DynamoDB tables to Kafka, exactly
+// once per stream record as read_committed consumers see it (see services/producer/README.md).
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
+	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/capture"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/settings"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
 
 func main() {
@@ -23,12 +28,21 @@ func main() {
 }
 
 func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
+	kopts, err := s.Kafka.Opts()
+	if err != nil {
+		return err
+	}
 	kc, err := kafkaclient.Connect(s.Kafka, rt.Health)
 	if err != nil {
 		return err
 	}
 	defer kc.Close()
-	if _, err := registry.Connect(s.SchemaRegistry, rt.Health); err != nil {
+	srcl, err := registry.Connect(s.SchemaRegistry, rt.Health)
+	if err != nil {
+		return err
+	}
+	reg := serde.NewRegistry(srcl, rt.Log)
+	if err := reg.WaitReady(ctx); err != nil {
 		return err
 	}
 
@@ -38,15 +52,24 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	}
 	ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) { o.BaseEndpoint = s.DynamoDB.BaseEndpoint() })
 	rt.Health.AddCheck("dynamodb", func(ctx context.Context) error {
-		if _, err := ddb.ListTables(ctx, &dynamodb.ListTablesInput{Limit: ptr(int32(1))}); err != nil {
+		if _, err := ddb.ListTables(ctx, &dynamodb.ListTablesInput{Limit: aws.Int32(1)}); err != nil {
 			return fmt.Errorf("listing dynamodb tables: %w", err)
 		}
 		return nil
 	})
+	api := dynamodbstreams.NewFromConfig(awsCfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = s.DynamoDB.BaseEndpoint() })
 
-	rt.Log.Info("producer started; streaming is not implemented yet", "tables", len(s.Tables))
-	<-ctx.Done()
-	return nil
+	progress := health.NewProgress(2 * time.Minute)
+	rt.Health.AddCheck("progress", progress.Check)
+	cfg := capture.Config{
+		TopicPrefix: s.TopicPrefix, Partitions: s.Topics.Partitions, Replication: s.Topics.ReplicationFactor,
+		CheckpointTopic: s.Topics.Checkpoints, DeadLetterTopic: s.Topics.DeadLetters, ReplicaID: s.ReplicaID,
+		Rescan: s.RescanInterval, Poll: streams.Polling{MinInterval: s.Polling.MinInterval, MaxIdle: s.Polling.MaxIdle},
+		Kafka: kopts,
+	}
+	for _, t := range s.Tables {
+		cfg.Tables = append(cfg.Tables, capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding)})
+	}
+	rt.Log.Info("producer started", "tables", len(cfg.Tables), "replica", s.ReplicaID)
+	return capture.New(cfg, reg, api, ddb, capture.NewMetrics(rt.Health.Registry()), progress, rt.Log).Run(ctx)
 }
-
-func ptr[T any](v T) *T { return &v }

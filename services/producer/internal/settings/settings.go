@@ -2,7 +2,9 @@
 package settings
 
 import (
+	"os"
 	"regexp"
+	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/awsconf"
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
@@ -24,6 +26,15 @@ type Settings struct {
 	DynamoDB awsconf.Config `yaml:"dynamodb"`
 	// TopicPrefix starts every topic name: <prefix>.cdc.<table>. Default: ddb2delta.
 	TopicPrefix string `yaml:"topic_prefix"`
+	// Topics are created when missing with these settings.
+	Topics Topics `yaml:"topics"`
+	// Polling paces GetRecords on each shard.
+	Polling Polling `yaml:"polling"`
+	// RescanInterval is how often the producer lists each stream's shards, to pick up new ones
+	// (splits) within seconds. Default: 5s.
+	RescanInterval time.Duration `yaml:"rescan_interval"`
+	// ReplicaID names this replica in checkpoints and logs. Default: the host name.
+	ReplicaID string `yaml:"replica_id"`
 	// Tables are the DynamoDB tables whose changes are published.
 	Tables []Table `yaml:"tables"`
 }
@@ -39,6 +50,27 @@ type Table struct {
 	Encoding string `yaml:"encoding"`
 }
 
+// Topics holds the settings of the topics the producer creates.
+type Topics struct {
+	// Partitions of each <prefix>.cdc.<table> topic. Default: 6.
+	Partitions int32 `yaml:"partitions"`
+	// ReplicationFactor of every topic created; -1 takes the broker's default. Default: -1.
+	ReplicationFactor int16 `yaml:"replication_factor"`
+	// Checkpoints is the compacted topic holding each shard's committed position. Default:
+	// <prefix>.producer.checkpoints.
+	Checkpoints string `yaml:"checkpoints"`
+	// DeadLetters receives records that cannot be converted. Default: <prefix>.dlq.producer.
+	DeadLetters string `yaml:"dead_letters"`
+}
+
+// Polling paces GetRecords calls on one shard.
+type Polling struct {
+	// MinInterval separates two calls on one shard (Streams allows about 5/s). Default: 200ms.
+	MinInterval time.Duration `yaml:"min_interval"`
+	// MaxIdle is the longest wait between calls while a shard is idle. Default: 1s.
+	MaxIdle time.Duration `yaml:"max_idle"`
+}
+
 // Defaults returns the producer's defaults, which point at the native stack.
 func Defaults() *Settings {
 	b := service.DefaultBase(":18101")
@@ -47,6 +79,9 @@ func Defaults() *Settings {
 		Kafka:          kafkaclient.Defaults("producer"),
 		SchemaRegistry: registry.Defaults(),
 		TopicPrefix:    "ddb2delta",
+		Topics:         Topics{Partitions: 6, ReplicationFactor: -1},
+		Polling:        Polling{MinInterval: 200 * time.Millisecond, MaxIdle: time.Second},
+		RescanInterval: 5 * time.Second,
 	}
 }
 
@@ -71,6 +106,27 @@ func (s *Settings) Validate() error {
 	}
 	if len(s.Tables) == 0 {
 		p.Add("tables", "must list at least one table")
+	}
+	if s.Topics.Checkpoints == "" {
+		s.Topics.Checkpoints = s.TopicPrefix + ".producer.checkpoints"
+	}
+	if s.Topics.DeadLetters == "" {
+		s.Topics.DeadLetters = s.TopicPrefix + ".dlq.producer"
+	}
+	if s.ReplicaID == "" {
+		s.ReplicaID, _ = os.Hostname()
+	}
+	if s.Topics.Partitions < 1 {
+		p.Add("topics.partitions", "must be at least 1, got %d", s.Topics.Partitions)
+	}
+	if s.Topics.ReplicationFactor == 0 || s.Topics.ReplicationFactor < -1 {
+		p.Add("topics.replication_factor", "must be -1 (broker default) or at least 1, got %d", s.Topics.ReplicationFactor)
+	}
+	if s.Polling.MinInterval <= 0 || s.Polling.MaxIdle < s.Polling.MinInterval {
+		p.Add("polling", "min_interval must be positive and max_idle at least min_interval, got %s and %s", s.Polling.MinInterval, s.Polling.MaxIdle)
+	}
+	if s.RescanInterval <= 0 {
+		p.Add("rescan_interval", "must be positive, got %s", s.RescanInterval)
 	}
 	seen := map[string]bool{}
 	for i := range s.Tables {

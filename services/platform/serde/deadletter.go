@@ -1,0 +1,34 @@
+package serde
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hamba/avro/v2"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+)
+
+// DeadLetterEncoder writes io.ddb2delta.dlq.DeadLetter records for one dead-letter topic.
+type DeadLetterEncoder struct {
+	id int
+}
+
+// NewDeadLetterEncoder registers the dead-letter schema under topic's value subject.
+func NewDeadLetterEncoder(ctx context.Context, reg *Registry, topic string) (*DeadLetterEncoder, error) {
+	id, err := reg.Register(ctx, ValueSubject(topic), ddbavro.SchemaJSON(avrov1.MustParse().DeadLetter))
+	if err != nil {
+		return nil, err
+	}
+	return &DeadLetterEncoder{id: id}, nil
+}
+
+// Encode returns the wire-format value of dl.
+func (e *DeadLetterEncoder) Encode(dl *avrov1.DeadLetter) ([]byte, error) {
+	b, err := avro.Marshal(avrov1.MustParse().DeadLetter, dl)
+	if err != nil {
+		return nil, fmt.Errorf("encoding dead letter: %w", err)
+	}
+	return append(AppendHeader(nil, e.id), b...), nil
+}

@@ -1,0 +1,358 @@
+// Package capture runs the producer: for each configured table it follows the table's stream,
+// reads every readable shard (parents before children), converts each page of stream records to
+// change events and publishes the page and the shard's checkpoint in one Kafka transaction.
+//
+// Guarantee: every stream record reaches its topic exactly once as a read_committed consumer sees
+// it, in shard order, across crashes at any instant (see package publish for why). A record that
+// cannot be converted goes to the dead-letter topic, in the same transaction, with the reason.
+//
+// Until the lease issue lands, run one replica per set of tables: two replicas reading the same
+// shard would fence each other in turn (no duplicate would result, but little progress either).
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
+	"github.com/ddb2delta/ddb2delta/services/platform/serde"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/publish"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
+)
+
+// TableDescriber is the DynamoDB call used to find a table's current stream.
+type TableDescriber interface {
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+}
+
+// Table is one table to capture.
+type Table struct {
+	Name      string
+	StreamARN string // "" follows the table's current stream
+	Encoding  ddbavro.Encoding
+}
+
+// Config is what Capture needs.
+type Config struct {
+	TopicPrefix     string
+	Partitions      int32
+	Replication     int16
+	CheckpointTopic string
+	DeadLetterTopic string
+	ReplicaID       string
+	Rescan          time.Duration
+	Poll            streams.Polling
+	Tables          []Table
+	Kafka           []kgo.Opt // base client options (brokers, TLS, SASL)
+}
+
+// Capture is the producer's main loop.
+type Capture struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *serde.Registry
+	api      streams.API
+	tables   TableDescriber
+	metrics  *Metrics
+	progress *health.Progress
+
+	inflight sync.Map // shard → records read but not committed yet
+}
+
+// New returns a capture; Run starts it.
+func New(cfg Config, reg *serde.Registry, api streams.API, tables TableDescriber, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
+	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, metrics: m, progress: progress}
+}
+
+// Run captures every table until ctx is done. It returns an error only when it cannot start (the
+// checkpoint topic cannot be created); per-table and per-shard failures are retried.
+func (c *Capture) Run(ctx context.Context) error {
+	admCl, err := kgo.NewClient(c.cfg.Kafka...)
+	if err != nil {
+		return fmt.Errorf("creating kafka admin client: %w", err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	if err := publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.Replication); err != nil {
+		return err
+	}
+	if err := ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication); err != nil {
+		return err
+	}
+	dlq, err := serde.NewDeadLetterEncoder(ctx, c.reg, c.cfg.DeadLetterTopic)
+	if err != nil {
+		return err
+	}
+	cps, err := publish.NewCheckpoints(c.cfg.Kafka, c.cfg.CheckpointTopic, c.log)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cps.Run(gctx) })
+	for _, t := range c.cfg.Tables {
+		tc := &tableCapture{c: c, t: t, adm: adm, cps: cps, dlq: dlq, topic: c.cfg.TopicPrefix + ".cdc." + t.Name}
+		g.Go(func() error { tc.run(gctx); return nil })
+	}
+	return g.Wait()
+}
+
+func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, replication int16) error {
+	resp, err := adm.CreateTopic(ctx, partitions, replication, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+type tableCapture struct {
+	c     *Capture
+	t     Table
+	adm   *kadm.Client
+	cps   *publish.Checkpoints
+	dlq   *serde.DeadLetterEncoder
+	topic string
+
+	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
+	enc   *serde.TableEncoder
+}
+
+type shardDone struct {
+	shard    string
+	finished bool
+	err      error
+}
+
+// run follows the table's stream until ctx is done, starting a reader for every readable shard.
+func (tc *tableCapture) run(ctx context.Context) {
+	log := tc.c.log.With("table", tc.t.Name)
+	running := map[string]bool{}
+	finished := map[string]bool{}
+	done := make(chan shardDone)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(tc.c.cfg.Rescan)
+	defer tick.Stop()
+	var arn string
+	for {
+		if err := tc.prepare(ctx); err != nil {
+			log.Error("preparing table; retrying", "error", err)
+		} else if err := tc.scan(ctx, &arn, running, finished, done, &wg, log); err != nil {
+			log.Warn("listing shards; retrying", "error", err)
+		}
+		tc.c.metrics.shardsActive.WithLabelValues(tc.t.Name).Set(float64(len(running)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case d := <-done:
+			delete(running, d.shard)
+			switch {
+			case d.finished:
+				finished[d.shard] = true
+				log.Info("shard finished", "shard", d.shard)
+			case d.err != nil && ctx.Err() == nil:
+				log.Warn("shard stopped; it restarts from its checkpoint at the next scan", "shard", d.shard, "error", d.err)
+			}
+		}
+	}
+}
+
+// prepare creates the topic and the encoder once.
+func (tc *tableCapture) prepare(ctx context.Context) error {
+	if tc.enc != nil {
+		return nil
+	}
+	if err := ensureTopic(ctx, tc.adm, tc.topic, tc.c.cfg.Partitions, tc.c.cfg.Replication); err != nil {
+		return err
+	}
+	enc, err := serde.NewTableEncoder(ctx, tc.c.reg, tc.topic, tc.t.Name, tc.t.Encoding)
+	if err != nil {
+		return err
+	}
+	tc.enc = enc
+	return nil
+}
+
+func (tc *tableCapture) scan(ctx context.Context, arn *string, running, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) error {
+	if *arn == "" {
+		a, err := tc.streamARN(ctx)
+		if err != nil {
+			return err
+		}
+		*arn = a
+	}
+	d, err := streams.Describe(ctx, tc.c.api, *arn)
+	if errors.Is(err, streams.ErrStreamGone) {
+		log.Warn("stream is gone; looking up the table's current stream", "stream", *arn)
+		*arn = ""
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	for _, s := range d.Shards {
+		if cp, ok := tc.cps.Get(d.ARN, s.ID); ok && cp.End {
+			finished[s.ID] = true
+		}
+	}
+	table := changes.Table{Name: tc.t.Name, StreamARN: d.ARN, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
+	for _, s := range streams.Readable(d.Shards, finished) {
+		if running[s.ID] {
+			continue
+		}
+		running[s.ID] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fin, err := tc.runShard(ctx, table, s.ID, log.With("shard", s.ID))
+			select {
+			case done <- shardDone{shard: s.ID, finished: fin, err: err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return nil
+}
+
+func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {
+	if tc.t.StreamARN != "" {
+		return tc.t.StreamARN, nil
+	}
+	out, err := tc.c.tables.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tc.t.Name)})
+	if err != nil {
+		return "", fmt.Errorf("describing table %s: %w", tc.t.Name, err)
+	}
+	arn := aws.ToString(out.Table.LatestStreamArn)
+	if arn == "" || out.Table.StreamSpecification == nil || !aws.ToBool(out.Table.StreamSpecification.StreamEnabled) {
+		return "", fmt.Errorf("table %s has no enabled stream: enable DynamoDB Streams on it", tc.t.Name)
+	}
+	return arn, nil
+}
+
+// runShard claims a shard and publishes it page by page until it is finished, ctx is done, or an
+// error stops it (the table loop restarts it from its checkpoint).
+func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard string, log *slog.Logger) (bool, error) {
+	cfg := tc.c.cfg
+	w, err := publish.NewShardWriter(cfg.Kafka, publish.TransactionalID(cfg.TopicPrefix, table.StreamARN, shard), cfg.CheckpointTopic, table.StreamARN, shard, cfg.ReplicaID)
+	if err != nil {
+		return false, err
+	}
+	defer w.Close()
+	nonce, err := w.Claim(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := tc.cps.WaitClaim(ctx, table.StreamARN, shard, nonce); err != nil {
+		return false, err
+	}
+	cp, _ := tc.cps.Get(table.StreamARN, shard)
+	if cp.End {
+		return true, nil
+	}
+	log.Info("reading shard", "after", cp.After)
+	m := tc.c.metrics
+	events := streams.Events{
+		DataLoss:  func(string, string) { m.dataLoss.WithLabelValues(table.Name, shard).Inc() },
+		Throttled: func(string) { m.throttles.WithLabelValues(table.Name).Inc() },
+		Call: func(_ string, d time.Duration, _ int) {
+			m.getRecords.WithLabelValues(table.Name).Observe(d.Seconds())
+		},
+	}
+	r := streams.NewReader(tc.c.api, table.StreamARN, shard, cp.After, cfg.Poll, events, log)
+	defer tc.setInflight(shard, 0)
+	for {
+		page, err := r.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, err
+		}
+		if len(page.Records) == 0 && !page.End {
+			continue
+		}
+		tc.setInflight(shard, len(page.Records))
+		records, bytes, err := tc.convert(ctx, table, shard, page)
+		if err != nil {
+			return false, err
+		}
+		start := time.Now()
+		if err := w.Commit(ctx, records, r.After(), page.End); err != nil {
+			return false, err
+		}
+		m.commit.WithLabelValues(table.Name).Observe(time.Since(start).Seconds())
+		m.records.WithLabelValues(table.Name, shard).Add(float64(len(page.Records)))
+		m.bytes.WithLabelValues(table.Name).Add(float64(bytes))
+		m.lastCommit.WithLabelValues(table.Name, shard).SetToCurrentTime()
+		tc.setInflight(shard, 0)
+		tc.c.progress.Advanced()
+		if page.End {
+			return true, nil
+		}
+	}
+}
+
+// convert encodes a page. A record that cannot be converted becomes a dead letter; an error from
+// the schema registry stops the shard (it is retried from the checkpoint).
+func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard string, page streams.Page) ([]*kgo.Record, int, error) {
+	now := time.Now()
+	out := make([]*kgo.Record, 0, len(page.Records))
+	bytes := 0
+	tc.encMu.Lock()
+	defer tc.encMu.Unlock()
+	for _, rec := range page.Records {
+		ev, key, err := changes.Convert(table, shard, rec, now)
+		var k, v []byte
+		if err == nil {
+			k, v, err = tc.enc.Encode(ctx, key, ev)
+			var inc *serde.IncompatibleError
+			if err != nil && !errors.Is(err, ddbavro.ErrNumber) && !errors.As(err, &inc) && !errors.Is(err, ddbavro.ErrMalformed) {
+				return nil, 0, err // the registry is unreachable or failing: retry, do not dead-letter
+			}
+		}
+		if err != nil {
+			tc.c.metrics.deadLetters.WithLabelValues(table.Name).Inc()
+			tc.c.log.Error("dead-lettering a stream record", "table", table.Name, "shard", shard,
+				"sequence_number", aws.ToString(rec.Dynamodb.SequenceNumber), "error", err)
+			dl, derr := tc.dlq.Encode(&avrov1.DeadLetter{
+				Service: "producer", Reason: err.Error(), ErrorClass: "mapping",
+				Source:     aws.String(table.StreamARN + "/" + shard + "/" + aws.ToString(rec.Dynamodb.SequenceNumber)),
+				FailedAtMs: now.UTC().Truncate(time.Millisecond),
+			})
+			if derr != nil {
+				return nil, 0, derr
+			}
+			out = append(out, &kgo.Record{Topic: tc.c.cfg.DeadLetterTopic, Value: dl, Headers: []kgo.RecordHeader{
+				{Key: "ddb2delta.error", Value: []byte(err.Error())}, {Key: "ddb2delta.table", Value: []byte(table.Name)}}})
+			continue
+		}
+		out = append(out, &kgo.Record{Topic: tc.topic, Key: k, Value: v})
+		bytes += len(k) + len(v)
+	}
+	return out, bytes, nil
+}
+
+// setInflight records a shard's uncommitted records, for the readiness stall check.
+func (tc *tableCapture) setInflight(shard string, n int) {
+	tc.c.inflight.Store(tc.t.Name+"/"+shard, n)
+	total := 0
+	tc.c.inflight.Range(func(_, v any) bool { total += v.(int); return true })
+	tc.c.progress.SetPending(int64(total))
+}

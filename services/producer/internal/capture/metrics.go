@@ -1,0 +1,42 @@
+package capture
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the producer's Prometheus metrics.
+type Metrics struct {
+	records      *prometheus.CounterVec
+	bytes        *prometheus.CounterVec
+	getRecords   *prometheus.HistogramVec
+	commit       *prometheus.HistogramVec
+	throttles    *prometheus.CounterVec
+	dataLoss     *prometheus.CounterVec
+	deadLetters  *prometheus.CounterVec
+	shardsActive *prometheus.GaugeVec
+	lastCommit   *prometheus.GaugeVec
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_records_total",
+			Help: "Stream records published (committed) to Kafka."}, []string{"table", "shard"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_bytes_total",
+			Help: "Key and value bytes of the change events published."}, []string{"table"}),
+		getRecords: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ddb2delta_producer_getrecords_seconds",
+			Help: "Latency of DynamoDB Streams GetRecords calls.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}, []string{"table"}),
+		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ddb2delta_producer_commit_seconds",
+			Help: "Latency of one page's Kafka transaction (produce, flush, commit).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}, []string{"table"}),
+		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_throttles_total",
+			Help: "Throttled DynamoDB Streams calls."}, []string{"table"}),
+		dataLoss: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_data_loss_total",
+			Help: "Times records expired from the stream (24 hours) before they were read."}, []string{"table", "shard"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_dead_letters_total",
+			Help: "Stream records that could not be converted, sent to the dead-letter topic."}, []string{"table"}),
+		shardsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_shards_active",
+			Help: "Shards this replica is reading."}, []string{"table"}),
+		lastCommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_last_commit_timestamp_seconds",
+			Help: "When a shard's last page was committed (checkpoint age = now - this)."}, []string{"table", "shard"}),
+	}
+	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit)
+	return m
+}
