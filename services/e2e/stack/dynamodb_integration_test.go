@@ -77,7 +77,7 @@ func TestDynamoDBStream(t *testing.T) {
 	var records []streamtypes.Record
 	stacktest.Eventually(t, 30*time.Second, "reading three stream records", func() error {
 		var err error
-		records, err = readStream(ctx, streams, streamARN)
+		records, err = stacktest.ReadStream(ctx, streams, streamARN)
 		if err != nil {
 			return err
 		}
@@ -110,37 +110,6 @@ func TestDynamoDBStream(t *testing.T) {
 			t.Errorf("sequence numbers not increasing: %v", seqs)
 		}
 	}
-}
-
-// readStream reads every shard of the stream from its start.
-func readStream(ctx context.Context, cl *dynamodbstreams.Client, arn string) ([]streamtypes.Record, error) {
-	desc, err := cl.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: aws.String(arn)})
-	if err != nil {
-		return nil, fmt.Errorf("describing stream: %w", err)
-	}
-	var out []streamtypes.Record
-	for _, sh := range desc.StreamDescription.Shards {
-		it, err := cl.GetShardIterator(ctx, &dynamodbstreams.GetShardIteratorInput{
-			StreamArn: aws.String(arn), ShardId: sh.ShardId, ShardIteratorType: streamtypes.ShardIteratorTypeTrimHorizon,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("getting iterator for %s: %w", aws.ToString(sh.ShardId), err)
-		}
-		iter := it.ShardIterator
-		// An open shard always returns a next iterator; stop at the first empty page.
-		for iter != nil {
-			page, err := cl.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter})
-			if err != nil {
-				return nil, fmt.Errorf("reading %s: %w", aws.ToString(sh.ShardId), err)
-			}
-			out = append(out, page.Records...)
-			if len(page.Records) == 0 {
-				break
-			}
-			iter = page.NextShardIterator
-		}
-	}
-	return out, nil
 }
 
 func stringAttr(m map[string]streamtypes.AttributeValue, name string) string {
