@@ -45,7 +45,9 @@ func TestProducerSurvivesKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	t.Cleanup(func() {
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
 
 	conf := filepath.Join(t.TempDir(), "producer.yaml")
 	body := fmt.Sprintf("topic_prefix: %s\ntopics: {partitions: 3, replication_factor: 1}\npolling: {min_interval: 20ms, max_idle: 100ms}\nrescan_interval: 500ms\ntables:\n  - name: %s\n", prefix, table)
