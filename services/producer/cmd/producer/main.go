@@ -19,6 +19,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/capture"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/settings"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
@@ -71,5 +72,6 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		cfg.Tables = append(cfg.Tables, capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding)})
 	}
 	rt.Log.Info("producer started", "tables", len(cfg.Tables), "replica", s.ReplicaID)
-	return capture.New(cfg, reg, api, ddb, capture.NewMetrics(rt.Health.Registry()), progress, rt.Log).Run(ctx)
+	leases := lease.New(ddb, lease.Config{Table: s.Leases.Table, Owner: s.ReplicaID, Duration: s.Leases.Duration}, rt.Log)
+	return capture.New(cfg, reg, api, ddb, leases, capture.NewMetrics(rt.Health.Registry()), progress, rt.Log).Run(ctx)
 }

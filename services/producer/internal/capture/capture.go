@@ -6,8 +6,9 @@
 // it, in shard order, across crashes at any instant (see package publish for why). A record that
 // cannot be converted goes to the dead-letter topic, in the same transaction, with the reason.
 //
-// Until the lease issue lands, run one replica per set of tables: two replicas reading the same
-// shard would fence each other in turn (no duplicate would result, but little progress either).
+// Replicas share shards through leases (package lease): a replica reads only the shards whose lease
+// it holds, and stops reading a shard as soon as it learns its lease was taken. Correctness does not
+// depend on that: the new owner's claim fences the old one in Kafka.
 package capture
 
 import (
@@ -30,6 +31,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/publish"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
@@ -69,13 +71,14 @@ type Capture struct {
 	tables   TableDescriber
 	metrics  *Metrics
 	progress *health.Progress
+	leases   *lease.Coordinator
 
 	inflight sync.Map // shard → records read but not committed yet
 }
 
-// New returns a capture; Run starts it.
-func New(cfg Config, reg *serde.Registry, api streams.API, tables TableDescriber, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
-	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, metrics: m, progress: progress}
+// New returns a capture; Run starts it. It runs the lease coordinator too.
+func New(cfg Config, reg *serde.Registry, api streams.API, tables TableDescriber, leases *lease.Coordinator, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
+	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m, progress: progress}
 }
 
 // Run captures every table until ctx is done. It returns an error only when it cannot start (the
@@ -101,8 +104,16 @@ func (c *Capture) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.leases.EnsureTable(ctx); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cps.Run(gctx) })
+	// The coordinator outlives the shard readers: it releases their leases once they have stopped.
+	leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
+	leasesDone := make(chan error, 1)
+	go func() { leasesDone <- c.leases.Run(leaseCtx) }()
+	defer func() { stopLeases(); <-leasesDone }()
 	for _, t := range c.cfg.Tables {
 		tc := &tableCapture{c: c, t: t, adm: adm, cps: cps, dlq: dlq, topic: c.cfg.TopicPrefix + ".cdc." + t.Name}
 		g.Go(func() error { tc.run(gctx); return nil })
@@ -131,18 +142,25 @@ type tableCapture struct {
 
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
+	runs  int // shard runs started, to tell a stale completion from the current run's
 }
 
 type shardDone struct {
 	shard    string
+	run      int // which run of the shard: a stale completion must not stop a newer run
 	finished bool
 	err      error
+}
+
+type shardRun struct {
+	cancel context.CancelFunc
+	run    int
 }
 
 // run follows the table's stream until ctx is done, starting a reader for every readable shard.
 func (tc *tableCapture) run(ctx context.Context) {
 	log := tc.c.log.With("table", tc.t.Name)
-	running := map[string]bool{}
+	running := map[string]shardRun{}
 	finished := map[string]bool{}
 	done := make(chan shardDone)
 	var wg sync.WaitGroup
@@ -162,11 +180,17 @@ func (tc *tableCapture) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		case d := <-done:
-			delete(running, d.shard)
+			if r, ok := running[d.shard]; ok && r.run == d.run {
+				r.cancel()
+				delete(running, d.shard)
+			}
 			switch {
 			case d.finished:
 				finished[d.shard] = true
 				log.Info("shard finished", "shard", d.shard)
+				if err := tc.c.leases.Finish(ctx, lease.Key(arn, d.shard)); err != nil {
+					log.Warn("finishing the shard's lease", "shard", d.shard, "error", err)
+				}
 			case d.err != nil && ctx.Err() == nil:
 				log.Warn("shard stopped; it restarts from its checkpoint at the next scan", "shard", d.shard, "error", d.err)
 			}
@@ -190,7 +214,7 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	return nil
 }
 
-func (tc *tableCapture) scan(ctx context.Context, arn *string, running, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) error {
+func (tc *tableCapture) scan(ctx context.Context, arn *string, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) error {
 	if *arn == "" {
 		a, err := tc.streamARN(ctx)
 		if err != nil {
@@ -213,17 +237,34 @@ func (tc *tableCapture) scan(ctx context.Context, arn *string, running, finished
 		}
 	}
 	table := changes.Table{Name: tc.t.Name, StreamARN: d.ARN, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
-	for _, s := range streams.Readable(d.Shards, finished) {
-		if running[s.ID] {
+	readable := streams.Readable(d.Shards, finished)
+	keys := make([]string, len(readable))
+	for i, s := range readable {
+		keys[i] = lease.Key(d.ARN, s.ID)
+	}
+	tc.c.leases.Offer(keys)
+	// Stop reading shards whose lease another replica took.
+	for id, r := range running {
+		if !tc.c.leases.Held(lease.Key(d.ARN, id)) {
+			log.Info("lease lost; stopping the shard", "shard", id)
+			r.cancel()
+			delete(running, id)
+		}
+	}
+	for _, s := range readable {
+		if _, ok := running[s.ID]; ok || !tc.c.leases.Held(lease.Key(d.ARN, s.ID)) {
 			continue
 		}
-		running[s.ID] = true
+		sctx, cancel := context.WithCancel(ctx)
+		tc.runs++
+		run := tc.runs
+		running[s.ID] = shardRun{cancel: cancel, run: run}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fin, err := tc.runShard(ctx, table, s.ID, log.With("shard", s.ID))
+			fin, err := tc.runShard(sctx, table, s.ID, log.With("shard", s.ID))
 			select {
-			case done <- shardDone{shard: s.ID, finished: fin, err: err}:
+			case done <- shardDone{shard: s.ID, run: run, finished: fin, err: err}:
 			case <-ctx.Done():
 			}
 		}()

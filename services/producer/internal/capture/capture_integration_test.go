@@ -24,6 +24,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
 
@@ -85,11 +86,16 @@ func (f *fixture) config() Config {
 	}
 }
 
+// leases returns a coordinator on a lease table of this test's own.
+func (f *fixture) leases() *lease.Coordinator {
+	return lease.New(f.ddb, lease.Config{Table: f.prefix + "_leases", Owner: "test", Duration: 2 * time.Second}, slog.New(slog.DiscardHandler))
+}
+
 // start runs a capture until the returned stop is called; stop waits for it to return.
 func (f *fixture) start(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	c := New(f.config(), f.reg, f.api, f.ddb, NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	c := New(f.config(), f.reg, f.api, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
 	go func() { done <- c.Run(ctx) }()
 	return func() {
 		cancel()

@@ -42,7 +42,7 @@ func TestCaptureReadsParentsBeforeChildren(t *testing.T) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	c := New(cfg, f.reg, fake, f.ddb, NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	c := New(cfg, f.reg, fake, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
 	go func() { done <- c.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 

@@ -62,6 +62,8 @@ type Coordinator struct {
 	log *slog.Logger
 	now func() time.Time
 
+	kick chan struct{} // Offer of a new key: run a round now
+
 	mu      sync.Mutex
 	offered map[string]bool      // lease keys of readable shards, from the capture
 	held    map[string]int64     // lease key → our counter
@@ -74,7 +76,7 @@ func New(api API, cfg Config, log *slog.Logger) *Coordinator {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 10 * time.Second
 	}
-	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now,
+	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, kick: make(chan struct{}, 1),
 		offered: map[string]bool{}, held: map[string]int64{}, seen: map[string]*observed{}}
 }
 
@@ -101,8 +103,16 @@ func (c *Coordinator) EnsureTable(ctx context.Context) error {
 func (c *Coordinator) Offer(keys []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	added := false
 	for _, k := range keys {
+		added = added || !c.offered[k]
 		c.offered[k] = true
+	}
+	if added {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -147,6 +157,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			c.releaseAll()
 			return nil
 		case <-tick.C:
+		case <-c.kick:
 		}
 	}
 }
@@ -317,14 +328,22 @@ func (c *Coordinator) acquire(ctx context.Context) {
 	}
 	var free []candidate
 	var victim string
+	own := 0
 	for _, k := range leases {
 		o := c.seen[k]
 		if _, ok := c.held[k]; ok {
 			continue
 		}
-		if o.owner == "" || now.Sub(o.changed) >= c.cfg.Duration {
+		switch {
+		case o.owner == c.cfg.Owner:
+			// Held under our own id by an earlier incarnation of this replica (a restart after a
+			// crash). Replica ids are unique, so no one else reads it: take it back whatever the
+			// share, first.
+			free = append([]candidate{{k, *o}}, free...)
+			own++
+		case o.owner == "" || now.Sub(o.changed) >= c.cfg.Duration:
 			free = append(free, candidate{k, *o})
-		} else if count[o.owner] > share && (victim == "" || count[o.owner] > count[c.seen[victim].owner]) {
+		case count[o.owner] > share && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
 			victim = k
 		}
 	}
@@ -334,8 +353,8 @@ func (c *Coordinator) acquire(ctx context.Context) {
 	}
 	c.mu.Unlock()
 
-	for _, f := range free {
-		if mine >= share {
+	for i, f := range free {
+		if mine >= share && i >= own {
 			return
 		}
 		if c.take(ctx, f.key, f.obs) {

@@ -25,7 +25,9 @@ func coordinators(t *testing.T, names ...string) ([]*Coordinator, *clock, []stri
 	s := stacktest.Require(t, stacktest.DynamoDB)
 	ddb := dynamodb.NewFromConfig(s.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
 	table := fmt.Sprintf("leases_%d", time.Now().UnixNano())
-	t.Cleanup(func() { _, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	t.Cleanup(func() {
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
 	clk := &clock{t: time.Unix(1795500000, 0)}
 	var keys []string
 	for i := range 6 {
@@ -118,6 +120,16 @@ func TestLeasesBalanceTakeOverAndHandOver(t *testing.T) {
 	count = round(t, live[:1], keys)
 	if count["a"] != 6 {
 		t.Fatalf("after b released, a holds %d, want 6", count["a"])
+	}
+
+	// a restarts under the same id (after a crash): it holds nothing yet, and takes back the
+	// leases its earlier incarnation held at once, without waiting for them to expire.
+	restarted := New(cs[0].api, cs[0].cfg, slog.New(slog.DiscardHandler))
+	restarted.now = clk.now
+	restarted.Offer(keys)
+	cs[0] = restarted
+	if count = round(t, cs[:1], keys); count["a"] != 6 {
+		t.Fatalf("restarted a holds %d, want its 6 back at once", count["a"])
 	}
 
 	// A finished shard's lease is not taken again.

@@ -4,6 +4,7 @@ package settings
 import (
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/awsconf"
@@ -33,8 +34,11 @@ type Settings struct {
 	// RescanInterval is how often the producer lists each stream's shards, to pick up new ones
 	// (splits) within seconds. Default: 5s.
 	RescanInterval time.Duration `yaml:"rescan_interval"`
-	// ReplicaID names this replica in checkpoints and logs. Default: the host name.
+	// ReplicaID names this replica in leases, checkpoints and logs; unique per replica. Default:
+	// the host name (the pod name in Kubernetes).
 	ReplicaID string `yaml:"replica_id"`
+	// Leases share shards between replicas.
+	Leases Leases `yaml:"leases"`
 	// Tables are the DynamoDB tables whose changes are published.
 	Tables []Table `yaml:"tables"`
 }
@@ -63,6 +67,15 @@ type Topics struct {
 	DeadLetters string `yaml:"dead_letters"`
 }
 
+// Leases configures the DynamoDB lease table.
+type Leases struct {
+	// Table is the lease table, created when missing (on-demand capacity). Default:
+	// <topic_prefix>_producer_leases.
+	Table string `yaml:"table"`
+	// Duration after which a lease whose holder stopped renewing it is taken over. Default: 10s.
+	Duration time.Duration `yaml:"duration"`
+}
+
 // Polling paces GetRecords calls on one shard.
 type Polling struct {
 	// MinInterval separates two calls on one shard (Streams allows about 5/s). Default: 200ms.
@@ -82,6 +95,7 @@ func Defaults() *Settings {
 		Topics:         Topics{Partitions: 6, ReplicationFactor: -1},
 		Polling:        Polling{MinInterval: 200 * time.Millisecond, MaxIdle: time.Second},
 		RescanInterval: 5 * time.Second,
+		Leases:         Leases{Duration: 10 * time.Second},
 	}
 }
 
@@ -112,6 +126,15 @@ func (s *Settings) Validate() error {
 	}
 	if s.Topics.DeadLetters == "" {
 		s.Topics.DeadLetters = s.TopicPrefix + ".dlq.producer"
+	}
+	if s.Leases.Table == "" {
+		s.Leases.Table = strings.NewReplacer(".", "_", "-", "_").Replace(s.TopicPrefix) + "_producer_leases"
+	}
+	if !tableName.MatchString(s.Leases.Table) {
+		p.Add("leases.table", "%q is not a DynamoDB table name", s.Leases.Table)
+	}
+	if s.Leases.Duration < time.Second {
+		p.Add("leases.duration", "must be at least 1s, got %s", s.Leases.Duration)
 	}
 	if s.ReplicaID == "" {
 		s.ReplicaID, _ = os.Hostname()
