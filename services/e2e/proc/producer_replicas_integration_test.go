@@ -1,0 +1,184 @@
+//go:build integration
+
+package proc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/serde"
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+)
+
+// TestProducerReplicasShareShards runs producer replicas over four tables (DynamoDB Local has one
+// shard per table, so four shards): two replicas, then a third joins, then one is killed with
+// SIGKILL and another stops gracefully. Every stream record must be in its topic exactly once, and
+// no change may wait longer than a lease takeover allows (lease duration + rescan + slack).
+func TestProducerReplicasShareShards(t *testing.T) {
+	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry, stacktest.DynamoDB)
+	ctx := stacktest.Context(t, 5*time.Minute)
+	bins := Build(t, s.Root, "producer")
+	cfg := s.AWSConfig()
+	ddb := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
+	n := time.Now().UnixNano()
+	prefix := fmt.Sprintf("replicas%d", n)
+	var tables, arns []string
+	for i := range 4 {
+		name := fmt.Sprintf("replicas_%d_%d", n, i)
+		out, err := ddb.CreateTable(ctx, &dynamodb.CreateTableInput{
+			TableName:            aws.String(name),
+			AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("id"), AttributeType: types.ScalarAttributeTypeS}},
+			KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("id"), KeyType: types.KeyTypeHash}},
+			BillingMode:          types.BillingModePayPerRequest,
+			StreamSpecification:  &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewImage},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+		arns = append(arns, aws.ToString(out.TableDescription.LatestStreamArn))
+		t.Cleanup(func() {
+			_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+		})
+	}
+	const leaseDuration = 3 * time.Second
+	conf := filepath.Join(t.TempDir(), "producer.yaml")
+	var body strings.Builder
+	fmt.Fprintf(&body, "topic_prefix: %s\ntopics: {partitions: 2, replication_factor: 1}\npolling: {min_interval: 20ms, max_idle: 100ms}\n", prefix)
+	fmt.Fprintf(&body, "rescan_interval: 500ms\nleases: {duration: %s}\ntables:\n", leaseDuration)
+	for _, name := range tables {
+		fmt.Fprintf(&body, "  - {name: %s, encoding: document}\n", name)
+	}
+	if err := os.WriteFile(conf, []byte(body.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(awsEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
+		"DDB2DELTA_PRODUCER_DYNAMODB_ENDPOINT="+s.DynamoDBURL)
+	start := func(id string) *Process {
+		return Start(t, id, bins["producer"], []string{"-config", conf},
+			append(env, "DDB2DELTA_PRODUCER_HTTP_LISTEN="+FreeAddr(t), "DDB2DELTA_PRODUCER_REPLICA_ID="+id))
+	}
+
+	writeCtx, stopWrites := context.WithCancel(ctx)
+	defer stopWrites()
+	written := make(chan int, 1)
+	go func() {
+		i := 0
+		for ; writeCtx.Err() == nil; i++ {
+			_, err := ddb.PutItem(writeCtx, &dynamodb.PutItemInput{TableName: aws.String(tables[i%4]), Item: map[string]types.AttributeValue{
+				"id":         &types.AttributeValueMemberS{Value: strconv.Itoa(i)},
+				"written_ms": &types.AttributeValueMemberN{Value: strconv.FormatInt(time.Now().UnixMilli(), 10)}}})
+			if err != nil && writeCtx.Err() == nil {
+				t.Errorf("writing: %v", err)
+				break
+			}
+		}
+		written <- i
+	}()
+
+	// The schedule: p1 and p2; p3 joins; p1 is killed; p2 leaves gracefully; p3 carries on.
+	wait := func(d time.Duration) {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-timer.C:
+		}
+	}
+	p1, p2 := start("p1"), start("p2")
+	wait(4 * time.Second)
+	p3 := start("p3")
+	wait(4 * time.Second)
+	if err := p1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wait(2 * leaseDuration)
+	if code, err := p2.Stop(syscall.SIGTERM, 30*time.Second); err != nil || code != 0 {
+		t.Fatalf("p2 after SIGTERM: exit %d, %v\n%s", code, err, p2.Output())
+	}
+	wait(4 * time.Second)
+	stopWrites()
+	nWritten := <-written
+
+	streamsCl := dynamodbstreams.NewFromConfig(cfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
+	want := map[string]bool{}
+	for _, arn := range arns {
+		recs, err := stacktest.ReadStream(ctx, streamsCl, arn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			want[aws.ToString(r.EventID)] = true
+		}
+	}
+	if len(want) < nWritten {
+		t.Fatalf("the streams hold %d records after %d writes", len(want), nWritten)
+	}
+
+	srcl, err := sr.NewClient(sr.URLs(s.RegistryURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := serde.NewDecoder(serde.NewRegistry(srcl, slog.New(slog.DiscardHandler)))
+	var topics []string
+	for _, name := range tables {
+		topics = append(topics, prefix+".cdc."+name)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.KafkaAddr), kgo.ConsumeTopics(topics...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got := map[string]int{}
+	var worst time.Duration
+	stacktest.Eventually(t, 2*time.Minute, "every stream record in the topics", func() error {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		cl.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			ev, _, err := dec.Decode(ctx, r.Value)
+			if err != nil {
+				t.Fatalf("decoding %s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+			}
+			id := aws.ToString(ev.Source.EventID)
+			if got[id]++; got[id] > 1 {
+				t.Fatalf("stream record %s duplicated (%s[%d]@%d)", id, r.Topic, r.Partition, r.Offset)
+			}
+			if w, ok := ev.After["written_ms"].(*types.AttributeValueMemberN); ok {
+				ms, _ := strconv.ParseInt(w.Value, 10, 64)
+				worst = max(worst, ev.TsMs.Sub(time.UnixMilli(ms)))
+			}
+		})
+		if len(got) < len(want) {
+			return fmt.Errorf("%d of %d records", len(got), len(want))
+		}
+		return nil
+	})
+	// Generous on purpose (shared 2-core machines): a takeover waits for the lease to expire (3s),
+	// then the next lease round and rescan; a stall beyond this bound means a shard was left unread.
+	if bound := leaseDuration + 12*time.Second; worst > bound {
+		t.Fatalf("a change waited %s to be published; a takeover should take under %s", worst, bound)
+	}
+	t.Logf("%d records over 4 shards, each once; longest wait from write to publish %s", len(got), worst)
+	for _, p := range []*Process{p1, p2, p3} {
+		if !strings.Contains(p.Output(), `"msg":"lease taken"`) {
+			t.Errorf("%s never held a lease: the shards were not shared", p.Name)
+		}
+	}
+}
