@@ -172,7 +172,17 @@ func (r *Registry) Register(ctx context.Context, subject, schema string) (int, e
 	})
 	var re *sr.ResponseError
 	if errors.As(err, &re) && re.StatusCode == http.StatusConflict {
-		return 0, r.explain(ctx, subject, parsed, re.Message)
+		// Two writers registering the same new subject at once can get a conflict from the
+		// registry (Apicurio creates the subject's artifact on first registration). Registering
+		// an identical schema again is idempotent, so try once more before calling it
+		// incompatible.
+		if serr := backoff.Sleep(ctx, r.retryMin); serr != nil {
+			return 0, serr
+		}
+		ss, err = r.cl.CreateSchema(ctx, subject, sr.Schema{Schema: schema, Type: sr.TypeAvro})
+		if errors.As(err, &re) && re.StatusCode == http.StatusConflict {
+			return 0, r.explain(ctx, subject, parsed, re.Message)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("registering a schema under subject %s: %w", subject, err)

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
@@ -81,8 +82,10 @@ func New(cfg Config, reg *serde.Registry, api streams.API, tables TableDescriber
 	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m, progress: progress}
 }
 
-// Run captures every table until ctx is done. It returns an error only when it cannot start (the
-// checkpoint topic cannot be created); per-table and per-shard failures are retried.
+// Run captures every table until ctx is done. Start-up steps (topics, lease table, dead-letter
+// schema) are retried with backoff while their dependency fails, so a registry or broker hiccup
+// at start-up delays the producer instead of crash-looping it; per-table and per-shard failures are
+// retried too. It returns an error only for a client that cannot be built from the configuration.
 func (c *Capture) Run(ctx context.Context) error {
 	admCl, err := kgo.NewClient(c.cfg.Kafka...)
 	if err != nil {
@@ -90,21 +93,29 @@ func (c *Capture) Run(ctx context.Context) error {
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	if err := publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.Replication); err != nil {
-		return err
-	}
-	if err := ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication); err != nil {
-		return err
-	}
-	dlq, err := serde.NewDeadLetterEncoder(ctx, c.reg, c.cfg.DeadLetterTopic)
-	if err != nil {
-		return err
+	var dlq *serde.DeadLetterEncoder
+	b := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		err := publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.Replication)
+		if err == nil {
+			err = ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication)
+		}
+		if err == nil {
+			err = c.leases.EnsureTable(ctx)
+		}
+		if err == nil {
+			dlq, err = serde.NewDeadLetterEncoder(ctx, c.reg, c.cfg.DeadLetterTopic)
+		}
+		if err == nil {
+			break
+		}
+		c.log.Warn("starting up; retrying", "error", err)
+		if err := backoff.Sleep(ctx, b.Next()); err != nil {
+			return nil // shut down before starting
+		}
 	}
 	cps, err := publish.NewCheckpoints(c.cfg.Kafka, c.cfg.CheckpointTopic, c.log)
 	if err != nil {
-		return err
-	}
-	if err := c.leases.EnsureTable(ctx); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
