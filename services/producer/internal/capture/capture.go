@@ -353,6 +353,9 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		m.records.WithLabelValues(table.Name, shard).Add(float64(len(page.Records)))
 		m.bytes.WithLabelValues(table.Name).Add(float64(bytes))
 		m.lastCommit.WithLabelValues(table.Name, shard).SetToCurrentTime()
+		if n := len(page.Records); n > 0 && page.Records[n-1].Dynamodb.ApproximateCreationDateTime != nil {
+			m.recordAge.WithLabelValues(table.Name, shard).Set(time.Since(*page.Records[n-1].Dynamodb.ApproximateCreationDateTime).Seconds())
+		}
 		tc.setInflight(shard, 0)
 		tc.c.progress.Advanced()
 		if page.End {

@@ -13,6 +13,7 @@ type Metrics struct {
 	deadLetters  *prometheus.CounterVec
 	shardsActive *prometheus.GaugeVec
 	lastCommit   *prometheus.GaugeVec
+	recordAge    *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics with reg.
@@ -36,7 +37,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Shards this replica is reading."}, []string{"table"}),
 		lastCommit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_last_commit_timestamp_seconds",
 			Help: "When a shard's last page was committed (checkpoint age = now - this)."}, []string{"table", "shard"}),
+		recordAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_record_age_seconds",
+			Help: "Age of the newest record read from a shard when its page was published: how far behind the stream tip the shard is."}, []string{"table", "shard"}),
 	}
-	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit)
+	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge)
 	return m
 }
