@@ -146,7 +146,7 @@ func median(vs []float64) float64 {
 
 func printTable(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nbenchmarks on %s (%d cores), medians of the runs; ratio = ns/op ÷ the group's in-run baseline\n\n", rep.CPU, rep.Cores)
-	fmt.Fprintf(w, "%-34s %-26s %12s %10s %10s %10s %8s\n", "group", "variant", "ns/op", "MB/s", "B/op", "allocs/op", "ratio")
+	fmt.Fprintf(w, "%-34s %-26s %14s %10s %12s %10s %9s  %s\n", "group", "variant", "ns/op", "MB/s", "B/op", "allocs/op", "ratio", "other")
 	for _, r := range rep.Results {
 		ratio := "baseline"
 		if r.Baseline != "" {
@@ -154,7 +154,16 @@ func printTable(w io.Writer, rep *Report) {
 		} else if !strings.HasPrefix(r.Variant, "baseline") {
 			ratio = "-"
 		}
-		fmt.Fprintf(w, "%-34s %-26s %12.0f %10.1f %10.0f %10.0f %8s\n", r.Group, r.Variant,
-			r.Metrics["ns/op"], r.Metrics["MB/s"], r.Metrics["B/op"], r.Metrics["allocs/op"], ratio)
+		var other []string
+		for unit, v := range r.Metrics {
+			switch unit {
+			case "ns/op", "MB/s", "B/op", "allocs/op":
+			default:
+				other = append(other, fmt.Sprintf("%s=%.0f", unit, v))
+			}
+		}
+		sort.Strings(other)
+		fmt.Fprintf(w, "%-34s %-26s %14.0f %10.1f %12.0f %10.0f %9s  %s\n", r.Group, r.Variant,
+			r.Metrics["ns/op"], r.Metrics["MB/s"], r.Metrics["B/op"], r.Metrics["allocs/op"], ratio, strings.Join(other, " "))
 	}
 }

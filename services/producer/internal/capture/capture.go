@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -157,8 +158,8 @@ type tableCapture struct {
 }
 
 type shardDone struct {
-	shard    string
-	run      int // which run of the shard: a stale completion must not stop a newer run
+	key      string // lease key: stream ARN + shard
+	run      int    // which run of the shard: a stale completion must not stop a newer run
 	finished bool
 	err      error
 }
@@ -168,22 +169,36 @@ type shardRun struct {
 	run    int
 }
 
-// run follows the table's stream until ctx is done, starting a reader for every readable shard.
+// run follows the table's streams until ctx is done, starting a reader for every readable shard
+// whose lease this replica holds. A stream that is disabled and enabled again gets a new ARN: the
+// new stream is followed as soon as the table reports it, and the old one until its shards are
+// read to their end (or it is gone).
 func (tc *tableCapture) run(ctx context.Context) {
 	log := tc.c.log.With("table", tc.t.Name)
-	running := map[string]shardRun{}
-	finished := map[string]bool{}
+	running := map[string]shardRun{} // by lease key (stream ARN + shard)
+	finished := map[string]bool{}    // by lease key
 	done := make(chan shardDone)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	tick := time.NewTicker(tc.c.cfg.Rescan)
 	defer tick.Stop()
-	var arn string
+	var arns []string // the streams followed, oldest first
 	for {
 		if err := tc.prepare(ctx); err != nil {
 			log.Error("preparing table; retrying", "error", err)
-		} else if err := tc.scan(ctx, &arn, running, finished, done, &wg, log); err != nil {
-			log.Warn("listing shards; retrying", "error", err)
+		} else {
+			arns = tc.streams(ctx, arns, log)
+			var keep []string
+			for i, arn := range arns {
+				more, err := tc.scan(ctx, arn, i == len(arns)-1, running, finished, done, &wg, log)
+				if err != nil {
+					log.Warn("listing shards; retrying", "stream", arn, "error", err)
+				}
+				if more {
+					keep = append(keep, arn)
+				}
+			}
+			arns = keep
 		}
 		tc.c.metrics.shardsActive.WithLabelValues(tc.t.Name).Set(float64(len(running)))
 		select {
@@ -191,22 +206,39 @@ func (tc *tableCapture) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		case d := <-done:
-			if r, ok := running[d.shard]; ok && r.run == d.run {
+			if r, ok := running[d.key]; ok && r.run == d.run {
 				r.cancel()
-				delete(running, d.shard)
+				delete(running, d.key)
 			}
 			switch {
 			case d.finished:
-				finished[d.shard] = true
-				log.Info("shard finished", "shard", d.shard)
-				if err := tc.c.leases.Finish(ctx, lease.Key(arn, d.shard)); err != nil {
-					log.Warn("finishing the shard's lease", "shard", d.shard, "error", err)
+				finished[d.key] = true
+				log.Info("shard finished", "lease", d.key)
+				if err := tc.c.leases.Finish(ctx, d.key); err != nil {
+					log.Warn("finishing the shard's lease", "lease", d.key, "error", err)
 				}
 			case d.err != nil && ctx.Err() == nil:
-				log.Warn("shard stopped; it restarts from its checkpoint at the next scan", "shard", d.shard, "error", d.err)
+				log.Warn("shard stopped; it restarts from its checkpoint at the next scan", "lease", d.key, "error", d.err)
 			}
 		}
 	}
+}
+
+// streams returns the streams to follow: those followed so far, plus the table's current stream
+// when it is new.
+func (tc *tableCapture) streams(ctx context.Context, arns []string, log *slog.Logger) []string {
+	current, err := tc.streamARN(ctx)
+	if err != nil {
+		log.Warn("looking up the table's stream", "error", err)
+		return arns
+	}
+	if !slices.Contains(arns, current) {
+		if len(arns) > 0 {
+			log.Info("the table has a new stream; following it, and the old one until it is drained", "stream", current)
+		}
+		arns = append(arns, current)
+	}
+	return arns
 }
 
 // prepare creates the topic and the encoder once.
@@ -225,62 +257,62 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	return nil
 }
 
-func (tc *tableCapture) scan(ctx context.Context, arn *string, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) error {
-	if *arn == "" {
-		a, err := tc.streamARN(ctx)
-		if err != nil {
-			return err
-		}
-		*arn = a
-	}
-	d, err := streams.Describe(ctx, tc.c.api, *arn)
+// scan lists one stream's shards and starts readers for the readable shards whose lease is held.
+// It reports whether the stream still needs following: it is the current one, or it has shards
+// not read to their end.
+func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) (bool, error) {
+	d, err := streams.Describe(ctx, tc.c.api, arn)
 	if errors.Is(err, streams.ErrStreamGone) {
-		log.Warn("stream is gone; looking up the table's current stream", "stream", *arn)
-		*arn = ""
-		return err
+		log.Warn("stream is gone", "stream", arn)
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	for _, s := range d.Shards {
 		if cp, ok := tc.cps.Get(d.ARN, s.ID); ok && cp.End {
-			finished[s.ID] = true
+			finished[lease.Key(d.ARN, s.ID)] = true
 		}
 	}
+	byID := map[string]bool{}
+	for _, s := range d.Shards {
+		byID[s.ID] = finished[lease.Key(d.ARN, s.ID)]
+	}
 	table := changes.Table{Name: tc.t.Name, StreamARN: d.ARN, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
-	readable := streams.Readable(d.Shards, finished)
+	readable := streams.Readable(d.Shards, byID)
 	keys := make([]string, len(readable))
 	for i, s := range readable {
 		keys[i] = lease.Key(d.ARN, s.ID)
 	}
 	tc.c.leases.Offer(keys)
 	// Stop reading shards whose lease another replica took.
-	for id, r := range running {
-		if !tc.c.leases.Held(lease.Key(d.ARN, id)) {
-			log.Info("lease lost; stopping the shard", "shard", id)
+	for key, r := range running {
+		if !tc.c.leases.Held(key) {
+			log.Info("lease lost; stopping the shard", "lease", key)
 			r.cancel()
-			delete(running, id)
+			delete(running, key)
 		}
 	}
 	for _, s := range readable {
-		if _, ok := running[s.ID]; ok || !tc.c.leases.Held(lease.Key(d.ARN, s.ID)) {
+		key := lease.Key(d.ARN, s.ID)
+		if _, ok := running[key]; ok || !tc.c.leases.Held(key) {
 			continue
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		tc.runs++
 		run := tc.runs
-		running[s.ID] = shardRun{cancel: cancel, run: run}
+		running[key] = shardRun{cancel: cancel, run: run}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			fin, err := tc.runShard(sctx, table, s.ID, log.With("shard", s.ID))
 			select {
-			case done <- shardDone{shard: s.ID, run: run, finished: fin, err: err}:
+			case done <- shardDone{key: key, run: run, finished: fin, err: err}:
 			case <-ctx.Done():
 			}
 		}()
 	}
-	return nil
+	return current || len(readable) > 0, nil
 }
 
 func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {

@@ -29,7 +29,7 @@ import (
 )
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	s      *stacktest.Stack
 	ddb    *dynamodb.Client
 	api    *dynamodbstreams.Client
@@ -38,7 +38,7 @@ type fixture struct {
 	prefix string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry, stacktest.DynamoDB)
 	ctx := stacktest.Context(t, time.Minute)
 	cfg := s.AWSConfig()
@@ -283,5 +283,39 @@ func (f *fixture) checkAgainstTable(ctx context.Context, events []received) {
 		if !reflect.DeepEqual(e.ev.After, want) {
 			f.t.Fatalf("last image of %s differs from the table:\n got %#v\nwant %#v", strings.TrimSpace(fmt.Sprint(keys)), e.ev.After, want)
 		}
+	}
+}
+
+// TestCaptureFollowsAReenabledStream disables the table's stream and enables it again (a new
+// stream ARN) while the producer runs: the records of both streams are published, each once.
+func TestCaptureFollowsAReenabledStream(t *testing.T) {
+	f := newFixture(t)
+	ctx := stacktest.Context(t, 3*time.Minute)
+	stop := f.start(ctx)
+	defer stop()
+	for i := range 3 {
+		f.put(ctx, item(fmt.Sprintf("old%d", i), i, nil))
+	}
+	topic := f.prefix + ".cdc." + f.table
+	f.consume(ctx, topic, 3)
+	for _, enabled := range []bool{false, true} {
+		spec := &types.StreamSpecification{StreamEnabled: aws.Bool(enabled)}
+		if enabled {
+			spec.StreamViewType = types.StreamViewTypeNewAndOldImages
+		}
+		if _, err := f.ddb.UpdateTable(ctx, &dynamodb.UpdateTableInput{TableName: aws.String(f.table), StreamSpecification: spec}); err != nil {
+			t.Fatalf("setting stream enabled=%v: %v", enabled, err)
+		}
+	}
+	for i := range 4 {
+		f.put(ctx, item(fmt.Sprintf("new%d", i), i, nil))
+	}
+	events := f.consume(ctx, topic, 7)
+	arns := map[string]int{}
+	for _, e := range events {
+		arns[aws.ToString(e.ev.Source.StreamArn)]++
+	}
+	if len(arns) != 2 {
+		t.Fatalf("records came from streams %v, want the old and the new one", arns)
 	}
 }
