@@ -5,7 +5,6 @@ package proc
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,11 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/ddb2delta/ddb2delta/services/platform/serde"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 )
 
@@ -33,28 +29,17 @@ func TestProducerReplicasShareShards(t *testing.T) {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry, stacktest.DynamoDB)
 	ctx := stacktest.Context(t, 5*time.Minute)
 	bins := Build(t, s.Root, "producer")
-	cfg := s.AWSConfig()
-	ddb := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
+	ddb := dynamodb.NewFromConfig(s.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
 	n := time.Now().UnixNano()
 	prefix := fmt.Sprintf("replicas%d", n)
+	t.Cleanup(func() { // the lease table the producers create
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(prefix + "_producer_leases")})
+	})
 	var tables, arns []string
 	for i := range 4 {
 		name := fmt.Sprintf("replicas_%d_%d", n, i)
-		out, err := ddb.CreateTable(ctx, &dynamodb.CreateTableInput{
-			TableName:            aws.String(name),
-			AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("id"), AttributeType: types.ScalarAttributeTypeS}},
-			KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("id"), KeyType: types.KeyTypeHash}},
-			BillingMode:          types.BillingModePayPerRequest,
-			StreamSpecification:  &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewImage},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
 		tables = append(tables, name)
-		arns = append(arns, aws.ToString(out.TableDescription.LatestStreamArn))
-		t.Cleanup(func() {
-			_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(name)})
-		})
+		arns = append(arns, streamTable(t, ctx, ddb, name, types.StreamViewTypeNewImage))
 	}
 	const leaseDuration = 3 * time.Second
 	conf := filepath.Join(t.TempDir(), "producer.yaml")
@@ -67,8 +52,7 @@ func TestProducerReplicasShareShards(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(body.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append(awsEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
-		"DDB2DELTA_PRODUCER_DYNAMODB_ENDPOINT="+s.DynamoDBURL)
+	env := producerEnv(s)
 	start := func(id string) *Process {
 		return Start(t, id, bins["producer"], []string{"-config", conf},
 			append(env, "DDB2DELTA_PRODUCER_HTTP_LISTEN="+FreeAddr(t), "DDB2DELTA_PRODUCER_REPLICA_ID="+id))
@@ -92,15 +76,7 @@ func TestProducerReplicasShareShards(t *testing.T) {
 	}()
 
 	// The schedule: p1 and p2; p3 joins; p1 is killed; p2 leaves gracefully; p3 carries on.
-	wait := func(d time.Duration) {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-timer.C:
-		}
-	}
+	wait := func(d time.Duration) { pause(t, ctx, d) }
 	p1, p2 := start("p1"), start("p2")
 	wait(4 * time.Second)
 	p3 := start("p3")
@@ -116,66 +92,27 @@ func TestProducerReplicasShareShards(t *testing.T) {
 	stopWrites()
 	nWritten := <-written
 
-	streamsCl := dynamodbstreams.NewFromConfig(cfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
-	want := map[string]bool{}
-	for _, arn := range arns {
-		recs, err := stacktest.ReadStream(ctx, streamsCl, arn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			want[aws.ToString(r.EventID)] = true
-		}
-	}
+	want := streamEventIDs(t, ctx, s, arns...)
 	if len(want) < nWritten {
 		t.Fatalf("the streams hold %d records after %d writes", len(want), nWritten)
 	}
-
-	srcl, err := sr.NewClient(sr.URLs(s.RegistryURL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := serde.NewDecoder(serde.NewRegistry(srcl, slog.New(slog.DiscardHandler)))
 	var topics []string
 	for _, name := range tables {
 		topics = append(topics, prefix+".cdc."+name)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.KafkaAddr), kgo.ConsumeTopics(topics...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	got := map[string]int{}
 	var worst time.Duration
-	stacktest.Eventually(t, 2*time.Minute, "every stream record in the topics", func() error {
-		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		defer cancel()
-		cl.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
-			ev, _, err := dec.Decode(ctx, r.Value)
-			if err != nil {
-				t.Fatalf("decoding %s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
-			}
-			id := aws.ToString(ev.Source.EventID)
-			if got[id]++; got[id] > 1 {
-				t.Fatalf("stream record %s duplicated (%s[%d]@%d)", id, r.Topic, r.Partition, r.Offset)
-			}
-			if w, ok := ev.After["written_ms"].(*types.AttributeValueMemberN); ok {
-				ms, _ := strconv.ParseInt(w.Value, 10, 64)
-				worst = max(worst, ev.TsMs.Sub(time.UnixMilli(ms)))
-			}
-		})
-		if len(got) < len(want) {
-			return fmt.Errorf("%d of %d records", len(got), len(want))
+	got := consumeExactlyOnce(t, ctx, s, topics, want, func(ev *ddbavro.Event) {
+		if w, ok := ev.After["written_ms"].(*types.AttributeValueMemberN); ok {
+			ms, _ := strconv.ParseInt(w.Value, 10, 64)
+			worst = max(worst, ev.TsMs.Sub(time.UnixMilli(ms)))
 		}
-		return nil
 	})
 	// Generous on purpose (shared 2-core machines): a takeover waits for the lease to expire (3s),
 	// then the next lease round and rescan; a stall beyond this bound means a shard was left unread.
 	if bound := leaseDuration + 12*time.Second; worst > bound {
 		t.Fatalf("a change waited %s to be published; a takeover should take under %s", worst, bound)
 	}
-	t.Logf("%d records over 4 shards, each once; longest wait from write to publish %s", len(got), worst)
+	t.Logf("%d records over 4 shards, each once; longest wait from write to publish %s", got, worst)
 	for _, p := range []*Process{p1, p2, p3} {
 		if !strings.Contains(p.Output(), `"msg":"lease taken"`) {
 			t.Errorf("%s never held a lease: the shards were not shared", p.Name)

@@ -88,7 +88,11 @@ func (f *fixture) config() Config {
 
 // leases returns a coordinator on a lease table of this test's own.
 func (f *fixture) leases() *lease.Coordinator {
-	return lease.New(f.ddb, lease.Config{Table: f.prefix + "_leases", Owner: "test", Duration: 2 * time.Second}, slog.New(slog.DiscardHandler))
+	table := f.prefix + "_leases"
+	f.t.Cleanup(func() {
+		_, _ = f.ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	return lease.New(f.ddb, lease.Config{Table: table, Owner: "test", Duration: 2 * time.Second}, slog.New(slog.DiscardHandler))
 }
 
 // start runs a capture until the returned stop is called; stop waits for it to return.
