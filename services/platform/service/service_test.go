@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 )
 
 type testConfig struct {
@@ -106,18 +107,13 @@ func TestMainRunsServesAndStopsInOrder(t *testing.T) {
 			})
 	}()
 	<-ready
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	stacktest.Eventually(t, 10*time.Second, "the health server answers", func() error {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health server never answered: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not a wait for an event
-	}
+		return err
+	})
 	if c := main(context.Background(), "svc", "TESTSVC", []string{"-healthcheck"}, &syncBuffer{}, &syncBuffer{}, newConfig(addr), nil); c != ExitOK {
 		t.Errorf("-healthcheck against a running service = %d, want %d", c, ExitOK)
 	}
