@@ -343,7 +343,12 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 	if err != nil {
 		return false, err
 	}
-	if err := tc.cps.WaitClaim(ctx, table.StreamARN, shard, nonce); err != nil {
+	// Bounded: if the checkpoint follower is stuck, give the shard back (the table loop restarts
+	// it) rather than hold its lease without reading.
+	wctx, cancelWait := context.WithTimeout(ctx, time.Minute)
+	err = tc.cps.WaitClaim(wctx, table.StreamARN, shard, nonce)
+	cancelWait()
+	if err != nil {
 		return false, err
 	}
 	cp, _ := tc.cps.Get(table.StreamARN, shard)
@@ -415,12 +420,16 @@ func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard 
 			}
 		}
 		if err != nil {
+			seq := ""
+			if rec.Dynamodb != nil {
+				seq = aws.ToString(rec.Dynamodb.SequenceNumber)
+			}
 			tc.c.metrics.deadLetters.WithLabelValues(table.Name).Inc()
 			tc.c.log.Error("dead-lettering a stream record", "table", table.Name, "shard", shard,
-				"sequence_number", aws.ToString(rec.Dynamodb.SequenceNumber), "error", err)
+				"sequence_number", seq, "event_id", aws.ToString(rec.EventID), "error", err)
 			dl, derr := tc.dlq.Encode(&avrov1.DeadLetter{
 				Service: "producer", Reason: err.Error(), ErrorClass: "mapping",
-				Source:     aws.String(table.StreamARN + "/" + shard + "/" + aws.ToString(rec.Dynamodb.SequenceNumber)),
+				Source:     aws.String(table.StreamARN + "/" + shard + "/" + seq),
 				FailedAtMs: now.UTC().Truncate(time.Millisecond),
 			})
 			if derr != nil {
