@@ -6,8 +6,8 @@
 // duration, as this replica observes it with its own clock (no clocks are compared across hosts),
 // is expired and may be taken, conditionally on the counter observed, so two replicas cannot both
 // take it. Replicas balance by taking free or expired leases up to their fair share
-// (ceil(leases / live workers)), and by stealing at most one lease per round from a replica above
-// its share.
+// (ceil(leases / live workers)), and by stealing at most one lease per round from the busiest
+// replica when it holds at least two more leases than this one.
 //
 // Leases decide who should read a shard; they are not what keeps a shard from being published
 // twice. That is Kafka's fencing (see package publish): a replica that lost its lease without
@@ -343,7 +343,9 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			own++
 		case o.owner == "" || now.Sub(o.changed) >= c.cfg.Duration:
 			free = append(free, candidate{k, *o})
-		case count[o.owner] > share && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
+		case count[o.owner] > mine+1 && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
+			// Steal only from a replica holding at least two more than this one: 2/2/0 becomes
+			// 2/1/1, and a difference of one never makes two replicas trade a lease back and forth.
 			victim = k
 		}
 	}
