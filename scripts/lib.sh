@@ -66,6 +66,12 @@ ports_of() {
   esac
 }
 
+# stack_running: every component of the stack is running, started by this clone's scripts.
+stack_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+}
+
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 launch() { # launch NAME CMD...
