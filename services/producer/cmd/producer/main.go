@@ -69,7 +69,12 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		Kafka: kopts,
 	}
 	for _, t := range s.Tables {
-		cfg.Tables = append(cfg.Tables, capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding)})
+		ct := capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding)}
+		if sn := t.Snapshot; sn.Enabled {
+			ct.Snapshot = &capture.Snapshot{ID: sn.ID, Segments: sn.Segments, PageSize: sn.PageSize,
+				CapacityShare: sn.CapacityShare, OnDemandCapacity: sn.OnDemandCapacity, Consistent: !sn.EventuallyConsistent}
+		}
+		cfg.Tables = append(cfg.Tables, ct)
 	}
 	rt.Log.Info("producer started", "tables", len(cfg.Tables), "replica", s.ReplicaID)
 	leases := lease.New(ddb, lease.Config{Table: s.Leases.Table, Owner: s.ReplicaID, Duration: s.Leases.Duration}, rt.Log)

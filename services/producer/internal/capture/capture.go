@@ -35,12 +35,15 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/publish"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/snapshot"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
 
-// TableDescriber is the DynamoDB call used to find a table's current stream.
-type TableDescriber interface {
+// DynamoDB is the part of the DynamoDB API capture calls: DescribeTable finds a table's current
+// stream, Scan reads snapshots.
+type DynamoDB interface {
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	snapshot.API
 }
 
 // Table is one table to capture.
@@ -48,6 +51,7 @@ type Table struct {
 	Name      string
 	StreamARN string // "" follows the table's current stream
 	Encoding  ddbavro.Encoding
+	Snapshot  *Snapshot // nil: no snapshot
 }
 
 // Config is what Capture needs.
@@ -70,7 +74,7 @@ type Capture struct {
 	log      *slog.Logger
 	reg      *serde.Registry
 	api      streams.API
-	tables   TableDescriber
+	tables   DynamoDB
 	metrics  *Metrics
 	progress *health.Progress
 	leases   *lease.Coordinator
@@ -79,7 +83,7 @@ type Capture struct {
 }
 
 // New returns a capture; Run starts it. It runs the lease coordinator too.
-func New(cfg Config, reg *serde.Registry, api streams.API, tables TableDescriber, leases *lease.Coordinator, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
+func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leases *lease.Coordinator, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
 	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m, progress: progress}
 }
 
@@ -128,6 +132,9 @@ func (c *Capture) Run(ctx context.Context) error {
 	defer func() { stopLeases(); <-leasesDone }()
 	for _, t := range c.cfg.Tables {
 		tc := &tableCapture{c: c, t: t, adm: adm, cps: cps, dlq: dlq, topic: c.cfg.TopicPrefix + ".cdc." + t.Name}
+		if t.Snapshot != nil {
+			tc.snap = &snapshotState{stream: snapshotStream(t.Name, t.Snapshot.ID)}
+		}
 		g.Go(func() error { tc.run(gctx); return nil })
 	}
 	return g.Wait()
@@ -155,6 +162,7 @@ type tableCapture struct {
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
 	runs  int // shard runs started, to tell a stale completion from the current run's
+	snap  *snapshotState
 }
 
 type shardDone struct {
@@ -199,6 +207,7 @@ func (tc *tableCapture) run(ctx context.Context) {
 				}
 			}
 			arns = keep
+			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 		}
 		tc.c.metrics.shardsActive.WithLabelValues(tc.t.Name).Set(float64(len(running)))
 		select {
@@ -298,19 +307,8 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 		if _, ok := running[key]; ok || !tc.c.leases.Held(key) {
 			continue
 		}
-		sctx, cancel := context.WithCancel(ctx)
-		tc.runs++
-		run := tc.runs
-		running[key] = shardRun{cancel: cancel, run: run}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fin, err := tc.runShard(sctx, table, s.ID, log.With("shard", s.ID))
-			select {
-			case done <- shardDone{key: key, run: run, finished: fin, err: err}:
-			case <-ctx.Done():
-			}
-		}()
+		shardLog := log.With("shard", s.ID)
+		tc.start(ctx, key, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, s.ID, shardLog) })
 	}
 	return current || len(readable) > 0, nil
 }
@@ -339,16 +337,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		return false, err
 	}
 	defer w.Close()
-	nonce, err := w.Claim(ctx)
-	if err != nil {
-		return false, err
-	}
-	// Bounded: if the checkpoint follower is stuck, give the shard back (the table loop restarts
-	// it) rather than hold its lease without reading.
-	wctx, cancelWait := context.WithTimeout(ctx, time.Minute)
-	err = tc.cps.WaitClaim(wctx, table.StreamARN, shard, nonce)
-	cancelWait()
-	if err != nil {
+	if err := tc.claim(ctx, w, table.StreamARN, shard); err != nil {
 		return false, err
 	}
 	cp, _ := tc.cps.Get(table.StreamARN, shard)
@@ -411,38 +400,48 @@ func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard 
 	defer tc.encMu.Unlock()
 	for _, rec := range page.Records {
 		ev, key, err := changes.Convert(table, shard, rec, now)
-		var k, v []byte
-		if err == nil {
-			k, v, err = tc.enc.Encode(ctx, key, ev)
-			var inc *serde.IncompatibleError
-			if err != nil && !errors.Is(err, ddbavro.ErrNumber) && !errors.As(err, &inc) && !errors.Is(err, ddbavro.ErrMalformed) {
-				return nil, 0, err // the registry is unreachable or failing: retry, do not dead-letter
-			}
+		seq := ""
+		if rec.Dynamodb != nil {
+			seq = aws.ToString(rec.Dynamodb.SequenceNumber)
 		}
+		r, n, err := tc.encode(ctx, ev, key, err, now, table.StreamARN+"/"+shard+"/"+seq, aws.ToString(rec.EventID))
 		if err != nil {
-			seq := ""
-			if rec.Dynamodb != nil {
-				seq = aws.ToString(rec.Dynamodb.SequenceNumber)
-			}
-			tc.c.metrics.deadLetters.WithLabelValues(table.Name).Inc()
-			tc.c.log.Error("dead-lettering a stream record", "table", table.Name, "shard", shard,
-				"sequence_number", seq, "event_id", aws.ToString(rec.EventID), "error", err)
-			dl, derr := tc.dlq.Encode(&avrov1.DeadLetter{
-				Service: "producer", Reason: err.Error(), ErrorClass: "mapping",
-				Source:     aws.String(table.StreamARN + "/" + shard + "/" + seq),
-				FailedAtMs: now.UTC().Truncate(time.Millisecond),
-			})
-			if derr != nil {
-				return nil, 0, derr
-			}
-			out = append(out, &kgo.Record{Topic: tc.c.cfg.DeadLetterTopic, Value: dl, Headers: []kgo.RecordHeader{
-				{Key: "ddb2delta.error", Value: []byte(err.Error())}, {Key: "ddb2delta.table", Value: []byte(table.Name)}}})
-			continue
+			return nil, 0, err
 		}
-		out = append(out, &kgo.Record{Topic: tc.topic, Key: k, Value: v})
-		bytes += len(k) + len(v)
+		out = append(out, r)
+		bytes += n
 	}
 	return out, bytes, nil
+}
+
+// encode returns the Kafka record of a converted event, or, when conversion (convErr) or encoding
+// failed on the data, a dead letter naming origin. It fails only when the schema registry is
+// unreachable or failing: the caller retries, such records must not be dead-lettered. The caller
+// holds encMu.
+func (tc *tableCapture) encode(ctx context.Context, ev *ddbavro.Event, key avrov1.Key, convErr error, now time.Time, origin, eventID string) (*kgo.Record, int, error) {
+	err := convErr
+	var k, v []byte
+	if err == nil {
+		k, v, err = tc.enc.Encode(ctx, key, ev)
+		var inc *serde.IncompatibleError
+		if err != nil && !errors.Is(err, ddbavro.ErrNumber) && !errors.As(err, &inc) && !errors.Is(err, ddbavro.ErrMalformed) {
+			return nil, 0, err
+		}
+	}
+	if err == nil {
+		return &kgo.Record{Topic: tc.topic, Key: k, Value: v}, len(k) + len(v), nil
+	}
+	tc.c.metrics.deadLetters.WithLabelValues(tc.t.Name).Inc()
+	tc.c.log.Error("dead-lettering a record", "table", tc.t.Name, "origin", origin, "event_id", eventID, "error", err)
+	dl, derr := tc.dlq.Encode(&avrov1.DeadLetter{
+		Service: "producer", Reason: err.Error(), ErrorClass: "mapping",
+		Source: aws.String(origin), FailedAtMs: now.UTC().Truncate(time.Millisecond),
+	})
+	if derr != nil {
+		return nil, 0, derr
+	}
+	return &kgo.Record{Topic: tc.c.cfg.DeadLetterTopic, Value: dl, Headers: []kgo.RecordHeader{
+		{Key: "ddb2delta.error", Value: []byte(err.Error())}, {Key: "ddb2delta.table", Value: []byte(tc.t.Name)}}}, 0, nil
 }
 
 // setInflight records a shard's uncommitted records, for the readiness stall check.

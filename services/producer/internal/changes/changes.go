@@ -86,6 +86,22 @@ func Convert(t Table, shard string, rec st.Record, now time.Time) (*ddbavro.Even
 	return ev, key, nil
 }
 
+// SnapshotRead returns the change event (op r) and record key of an item a snapshot scan read.
+// position is the snapshot's stream position, carried as the sequence number so that a snapshot
+// row ranks below every change made after the scan started (see package snapshot); scanned is when
+// the page was read, now the publish time.
+func SnapshotRead(t Table, item map[string]ddb.AttributeValue, position string, scanned, now time.Time) (*ddbavro.Event, avrov1.Key, error) {
+	key, err := ddbavro.KeyOf(item, t.PartitionKey, t.SortKey)
+	if err != nil {
+		return nil, key, fmt.Errorf("table %s snapshot item: %w", t.Name, err)
+	}
+	ev := &ddbavro.Event{Op: "r", After: item, TsMs: now.UTC().Truncate(time.Millisecond), Source: avrov1.Source{
+		Table: t.Name, TableArn: t.TableARN(), SequenceNumber: aws.String(position),
+		ApproximateCreationMs: scanned.UTC().Truncate(time.Millisecond), StreamViewType: t.ViewType, Snapshot: true,
+	}}
+	return ev, key, nil
+}
+
 // Item converts a Streams item (or nil) to the DynamoDB types the rest of ddb2delta uses.
 func Item(in map[string]st.AttributeValue) (map[string]ddb.AttributeValue, error) {
 	if in == nil {

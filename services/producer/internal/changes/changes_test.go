@@ -55,3 +55,26 @@ func TestConvertNamesTheBadRecord(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestSnapshotRead(t *testing.T) {
+	item := map[string]ddb.AttributeValue{"pk": &ddb.AttributeValueMemberS{Value: "a"}, "sk": &ddb.AttributeValueMemberN{Value: "2"},
+		"v": &ddb.AttributeValueMemberBOOL{Value: true}}
+	scanned, now := time.Unix(1795500000, 999999999), time.Unix(1795500002, 0)
+	ev, key, err := SnapshotRead(table, item, "4899", scanned, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ev.Source
+	if ev.Op != "r" || ev.Before != nil || !reflect.DeepEqual(ev.After, item) || !s.Snapshot || *s.SequenceNumber != "4899" ||
+		s.StreamArn != nil || s.ShardID != nil || s.EventID != nil || s.ApproximateCreationMs.UnixMilli() != 1795500000999 ||
+		s.TableArn != "arn:aws:dynamodb:us-east-1:1:table/orders" || s.StreamViewType != "NEW_AND_OLD_IMAGES" {
+		t.Fatalf("event %+v source %+v", ev, s)
+	}
+	if *key.PartitionKey.S != "a" || *key.SortKey.N != "2" {
+		t.Fatalf("key %+v", key)
+	}
+	delete(item, "sk")
+	if _, _, err := SnapshotRead(table, item, "1", scanned, now); err == nil || !strings.Contains(err.Error(), "table orders snapshot item") {
+		t.Fatalf("item without its sort key: %v", err)
+	}
+}

@@ -38,6 +38,16 @@ type Checkpoint struct {
 	End       bool      `json:"shard_end"`       // the shard is closed and every record was published
 	Owner     string    `json:"owner"`
 	At        time.Time `json:"at"`
+	Plan      *Plan     `json:"snapshot_plan,omitempty"` // set on a snapshot's plan record
+}
+
+// Plan fixes a snapshot's parameters when it starts, so that every replica and every restart
+// scans the same segments and labels rows with the same stream position.
+type Plan struct {
+	StreamARN string    `json:"stream_arn"` // the stream whose position was taken
+	Position  string    `json:"position"`   // the sequence number snapshot rows carry
+	Segments  int       `json:"segments"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 type claim struct {

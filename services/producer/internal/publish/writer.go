@@ -68,7 +68,19 @@ func (w *ShardWriter) Claim(ctx context.Context) (string, error) {
 // it is visible to read_committed consumers; the caller discards this writer, creates a new one and
 // resumes from the last committed checkpoint.
 func (w *ShardWriter) Commit(ctx context.Context, records []*kgo.Record, after string, end bool) error {
-	cp := Checkpoint{StreamARN: w.streamARN, Shard: w.shard, After: after, End: end, Owner: w.owner, At: time.Now().UTC()}
+	return w.commit(ctx, records, Checkpoint{After: after, End: end})
+}
+
+// CommitPlan records a snapshot's plan as the finished checkpoint of this writer's "shard". Only a
+// writer that has claimed can commit it, so of two replicas racing to plan the same snapshot the
+// later claim fences the other: one plan commits, and both then read it back.
+func (w *ShardWriter) CommitPlan(ctx context.Context, p Plan) error {
+	return w.commit(ctx, nil, Checkpoint{End: true, Plan: &p})
+}
+
+func (w *ShardWriter) commit(ctx context.Context, records []*kgo.Record, cp Checkpoint) error {
+	cp.StreamARN, cp.Shard, cp.Owner, cp.At = w.streamARN, w.shard, w.owner, time.Now().UTC()
+	after := cp.After
 	value, _ := json.Marshal(cp)
 	all := append(records[:len(records):len(records)],
 		&kgo.Record{Topic: w.checkpointTopic, Key: []byte(checkpointKey(w.streamARN, w.shard)), Value: value})

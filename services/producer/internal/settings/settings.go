@@ -52,6 +52,32 @@ type Table struct {
 	// Encoding of item images: typed (an inferred Avro record) or document (lossless generic).
 	// Default: typed.
 	Encoding string `yaml:"encoding"`
+	// Snapshot loads the table's existing items (op r) alongside its stream.
+	Snapshot Snapshot `yaml:"snapshot"`
+}
+
+// Snapshot configures a table's initial load: a parallel Scan whose rows are published as op=r
+// events, resumable after a crash.
+type Snapshot struct {
+	// Enabled turns the snapshot on. It runs once per (table, id): a finished snapshot is never
+	// repeated. Default: false.
+	Enabled bool `yaml:"enabled"`
+	// ID names the snapshot; set a new one to take another snapshot. Default: initial.
+	ID string `yaml:"id"`
+	// Segments is the number of parallel Scan segments, shared between replicas like shards.
+	// Fixed when the snapshot starts. Default: 4.
+	Segments int `yaml:"segments"`
+	// PageSize is the Scan Limit (items per page; each page is one Kafka transaction). Default: 500.
+	PageSize int32 `yaml:"page_size"`
+	// CapacityShare is the share of the table's read capacity the snapshot may consume, in (0, 1].
+	// Default: 0.25.
+	CapacityShare float64 `yaml:"capacity_share"`
+	// OnDemandCapacity is the read capacity (units/s) assumed for an on-demand table with no
+	// maximum set. Default: 4000.
+	OnDemandCapacity float64 `yaml:"on_demand_capacity"`
+	// EventuallyConsistent scans with eventually consistent reads (half the cost). Default: false;
+	// see the README for what consistent reads guarantee.
+	EventuallyConsistent bool `yaml:"eventually_consistent"`
 }
 
 // Topics holds the settings of the topics the producer creates.
@@ -168,6 +194,44 @@ func (s *Settings) Validate() error {
 		if t.Encoding != "typed" && t.Encoding != "document" {
 			p.Add(key+".encoding", "%q is not typed or document", t.Encoding)
 		}
+		t.Snapshot.check(&p, key+".snapshot")
 	}
 	return p.Err()
+}
+
+// snapshotID is what a snapshot id may hold: it becomes part of lease keys and checkpoint keys.
+var snapshotID = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,64}$`)
+
+// check fills the defaults of a table's snapshot section and reports its problems.
+func (s *Snapshot) check(p *config.Problems, key string) {
+	if s.ID == "" {
+		s.ID = "initial"
+	}
+	if s.Segments == 0 {
+		s.Segments = 4
+	}
+	if s.PageSize == 0 {
+		s.PageSize = 500
+	}
+	if s.CapacityShare == 0 {
+		s.CapacityShare = 0.25
+	}
+	if s.OnDemandCapacity == 0 {
+		s.OnDemandCapacity = 4000
+	}
+	if !snapshotID.MatchString(s.ID) {
+		p.Add(key+".id", "%q must be 1 to 64 letters, digits, '.', '_' or '-'", s.ID)
+	}
+	if s.Segments < 1 || s.Segments > 1000000 {
+		p.Add(key+".segments", "must be between 1 and 1000000 (DynamoDB's limit), got %d", s.Segments)
+	}
+	if s.PageSize < 1 {
+		p.Add(key+".page_size", "must be positive, got %d", s.PageSize)
+	}
+	if s.CapacityShare <= 0 || s.CapacityShare > 1 {
+		p.Add(key+".capacity_share", "must be in (0, 1], got %g", s.CapacityShare)
+	}
+	if s.OnDemandCapacity <= 0 {
+		p.Add(key+".on_demand_capacity", "must be positive, got %g", s.OnDemandCapacity)
+	}
 }

@@ -18,6 +18,9 @@ func TestSampleConfigLoads(t *testing.T) {
 	if s.Tables[0].Encoding != "typed" {
 		t.Fatalf("encoding = %q", s.Tables[0].Encoding)
 	}
+	if sn := s.Tables[0].Snapshot; !sn.Enabled || sn.ID != "initial" || sn.Segments != 2 || sn.PageSize != 500 || sn.OnDemandCapacity != 4000 {
+		t.Fatalf("snapshot = %+v", sn)
+	}
 }
 
 func TestValidate(t *testing.T) {
@@ -35,6 +38,9 @@ func TestValidate(t *testing.T) {
 			[]string{`topic_prefix: "a b"`, `tables[0].name: "x" is not a DynamoDB table name`, `tables[1].encoding: "json"`,
 				`tables[2].name: table "orders" is listed twice`, "dynamodb.endpoint", `kafka.sasl.mechanism: "GSSAPI"`},
 		},
+		{"snapshot problems", "tables:\n  - {name: orders, snapshot: {enabled: true, id: 'a b', segments: -1, capacity_share: 1.5, page_size: -3}}\n", nil,
+			[]string{`tables[0].snapshot.id: "a b"`, "tables[0].snapshot.segments: must be between 1 and 1000000", "tables[0].snapshot.capacity_share: must be in (0, 1], got 1.5",
+				"tables[0].snapshot.page_size: must be positive"}},
 		{"sasl needs credentials", "tables: [{name: orders}]\n", []string{"DDB2DELTA_PRODUCER_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"},
 			[]string{"kafka.sasl.username: must be set", "kafka.sasl.password: set exactly one"}},
 	}

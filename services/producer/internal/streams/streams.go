@@ -29,6 +29,7 @@ type Shard struct {
 	ID     string
 	Parent string // "" for a shard without a parent (or whose parent has aged out of the stream)
 	Closed bool   // the shard has an ending sequence number: no new records will arrive
+	Start  string // the shard's starting sequence number: every record in it is at or after it
 }
 
 // Description is what the producer needs to know of a stream.
@@ -77,7 +78,10 @@ func Describe(ctx context.Context, api API, arn string) (*Description, error) {
 		}
 		for _, s := range sd.Shards {
 			sh := Shard{ID: aws.ToString(s.ShardId), Parent: aws.ToString(s.ParentShardId)}
-			sh.Closed = s.SequenceNumberRange != nil && s.SequenceNumberRange.EndingSequenceNumber != nil
+			if r := s.SequenceNumberRange; r != nil {
+				sh.Closed = r.EndingSequenceNumber != nil
+				sh.Start = aws.ToString(r.StartingSequenceNumber)
+			}
 			d.Shards = append(d.Shards, sh)
 		}
 		if sd.LastEvaluatedShardId == nil {
