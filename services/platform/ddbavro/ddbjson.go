@@ -281,3 +281,10 @@ func fromJSONValue(tree any, depth int) (types.AttributeValue, error) {
 	}
 	return bad("empty value") // not reached: len(obj) == 1
 }
+
+// MarshalDynamoJSON returns the DynamoDB JSON of one value ({"S":"x"}, {"L":[…]}, …), with map
+// keys sorted and numbers canonical: one value, one text.
+func MarshalDynamoJSON(v types.AttributeValue) (string, error) {
+	out, err := appendJSONValue(nil, v)
+	return string(out), err
+}

@@ -1,0 +1,261 @@
+package delta
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
+)
+
+// LogDir is the directory of a table's commits.
+const LogDir = "_delta_log/"
+
+// CommitName is the name of version v's commit file.
+func CommitName(v int64) string { return fmt.Sprintf("%s%020d.json", LogDir, v) }
+
+// ErrConflict is returned (wrapped) when another writer committed a change this commit
+// conflicts with: the caller rebuilds its commit from the new snapshot.
+var ErrConflict = errors.New("conflicting concurrent commit")
+
+// ErrUnsupported is returned (wrapped) for a table needing protocol features this package lacks.
+var ErrUnsupported = errors.New("unsupported table protocol")
+
+// Snapshot is the state of a table at one version. It is immutable: commits return new ones.
+type Snapshot struct {
+	Version  int64 // -1: the table does not exist yet
+	Protocol *Protocol
+	Metadata *Metadata
+	Files    map[string]*Add    // live data files by path
+	Txns     map[string]Txn     // by app id
+	Removed  map[string]*Remove // tombstones by path, for vacuum
+	// CheckpointVersion is the version of the last checkpoint read or written (-1: none).
+	CheckpointVersion int64
+}
+
+// Empty is the snapshot of a table that does not exist yet.
+func Empty() *Snapshot {
+	return &Snapshot{Version: -1, Files: map[string]*Add{}, Txns: map[string]Txn{}, Removed: map[string]*Remove{}, CheckpointVersion: -1}
+}
+
+// Schema returns the table's schema (nil before the table exists).
+func (s *Snapshot) Schema() (*deltatype.StructType, error) {
+	if s.Metadata == nil {
+		return nil, nil
+	}
+	return s.Metadata.Schema()
+}
+
+// TxnVersion returns the version an application last committed, and whether it committed.
+func (s *Snapshot) TxnVersion(appID string) (int64, bool) {
+	t, ok := s.Txns[appID]
+	return t.Version, ok
+}
+
+// apply returns the snapshot after a commit of version v.
+func (s *Snapshot) apply(v int64, actions []Action) (*Snapshot, error) {
+	n := &Snapshot{Version: v, Protocol: s.Protocol, Metadata: s.Metadata, Files: maps.Clone(s.Files),
+		Txns: maps.Clone(s.Txns), Removed: maps.Clone(s.Removed), CheckpointVersion: s.CheckpointVersion}
+	for _, a := range actions {
+		switch {
+		case a.Protocol != nil:
+			if a.Protocol.MinReaderVersion > ReaderVersion || a.Protocol.MinWriterVersion > WriterVersion {
+				return nil, fmt.Errorf("version %d: protocol reader %d writer %d: %w (ddb2delta writes reader 1 writer 2 tables)",
+					v, a.Protocol.MinReaderVersion, a.Protocol.MinWriterVersion, ErrUnsupported)
+			}
+			n.Protocol = a.Protocol
+		case a.MetaData != nil:
+			n.Metadata = a.MetaData
+		case a.Add != nil:
+			n.Files[a.Add.Path] = a.Add
+			delete(n.Removed, a.Add.Path)
+		case a.Remove != nil:
+			delete(n.Files, a.Remove.Path)
+			n.Removed[a.Remove.Path] = a.Remove
+		case a.Txn != nil:
+			n.Txns[a.Txn.AppID] = *a.Txn
+		}
+	}
+	return n, nil
+}
+
+// Table reads and commits to one Delta table.
+type Table struct {
+	Store storage.Store
+	// CheckpointInterval writes a checkpoint after every N-th version (0: never). Default: 10.
+	CheckpointInterval int64
+	// Now is the clock used for timestamps in actions (tests replace it).
+	Now func() time.Time
+}
+
+// NewTable returns the table in store.
+func NewTable(store storage.Store) *Table {
+	return &Table{Store: store, CheckpointInterval: 10, Now: time.Now}
+}
+
+// lastCheckpoint is the _last_checkpoint file.
+type lastCheckpoint struct {
+	Version int64 `json:"version"`
+	Size    int64 `json:"size"`
+	Parts   int   `json:"parts,omitempty"`
+}
+
+// Snapshot loads the table's latest state: from its last checkpoint, if any, and the commits
+// after it.
+func (t *Table) Snapshot(ctx context.Context) (*Snapshot, error) {
+	snap := Empty()
+	b, err := t.Store.Read(ctx, LogDir+"_last_checkpoint")
+	switch {
+	case err == nil:
+		var lc lastCheckpoint
+		if err := json.Unmarshal(b, &lc); err != nil {
+			return nil, fmt.Errorf("%s: _last_checkpoint: %w", t.Store.Location(), err)
+		}
+		if lc.Parts > 1 {
+			return nil, fmt.Errorf("%s: checkpoint %d has %d parts: %w (multi-part checkpoints)", t.Store.Location(), lc.Version, lc.Parts, ErrUnsupported)
+		}
+		if snap, err = t.readCheckpoint(ctx, lc.Version); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, storage.ErrNotFound):
+		return nil, err
+	}
+	snap, _, err = t.Update(ctx, snap)
+	return snap, err
+}
+
+// Commit is one commit read from the log.
+type Commit struct {
+	Version int64
+	Actions []Action
+}
+
+// Update returns the snapshot after every commit newer than snap, and those commits.
+func (t *Table) Update(ctx context.Context, snap *Snapshot) (*Snapshot, []Commit, error) {
+	objs, err := t.Store.List(ctx, LogDir, CommitName(snap.Version))
+	if err != nil {
+		return nil, nil, err
+	}
+	var commits []Commit
+	for _, o := range objs {
+		v, ok := commitVersion(o.Name)
+		if !ok || v <= snap.Version {
+			continue
+		}
+		if v != snap.Version+1 {
+			if snap.Version == -1 && len(commits) == 0 {
+				return nil, nil, fmt.Errorf("%s: the log starts at version %d without a checkpoint: the table's early commits were removed", t.Store.Location(), v)
+			}
+			return nil, nil, fmt.Errorf("%s: version %d follows version %d: the log has a gap", t.Store.Location(), v, snap.Version)
+		}
+		data, err := t.Store.Read(ctx, o.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		actions, err := DecodeCommit(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %w", t.Store.Location(), o.Name, err)
+		}
+		if snap, err = snap.apply(v, actions); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", t.Store.Location(), err)
+		}
+		commits = append(commits, Commit{Version: v, Actions: actions})
+	}
+	return snap, commits, nil
+}
+
+// commitVersion parses _delta_log/<20 digits>.json.
+func commitVersion(name string) (int64, bool) {
+	base, ok := strings.CutPrefix(name, LogDir)
+	if !ok || len(base) != 25 || !strings.HasSuffix(base, ".json") {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(base[:20], 10, 64)
+	return v, err == nil
+}
+
+// Check inspects a commit that won the race for a version, and returns an error wrapping
+// ErrConflict if the losing commit may not simply move to the next version.
+type Check func(winner Commit) error
+
+// Commit writes actions as the next version after read, retrying at later versions while other
+// writers win the race and their commits pass the conflict checks: the built-in ones (a protocol
+// or metadata change, a file this commit removes removed again, a txn app id this commit sets set
+// again) and check. It returns the snapshot after the commit. A commitInfo action is added.
+func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, info map[string]any, check Check) (*Snapshot, error) {
+	info = maps.Clone(info)
+	if info == nil {
+		info = map[string]any{}
+	}
+	info["timestamp"] = t.Now().UnixMilli()
+	info["engineInfo"] = "ddb2delta-sink"
+	full := append(actions[:len(actions):len(actions)], Action{CommitInfo: info})
+	removes, apps := map[string]bool{}, map[string]bool{}
+	changesMeta := false
+	for _, a := range actions {
+		switch {
+		case a.Remove != nil:
+			removes[a.Remove.Path] = true
+		case a.Txn != nil:
+			apps[a.Txn.AppID] = true
+		case a.MetaData != nil, a.Protocol != nil:
+			changesMeta = true
+		}
+	}
+	for {
+		v := read.Version + 1
+		info["readVersion"] = read.Version
+		data, err := EncodeCommit(full)
+		if err != nil {
+			return nil, err
+		}
+		err = t.Store.WriteIfAbsent(ctx, CommitName(v), data)
+		if err == nil {
+			snap, err := read.apply(v, full)
+			if err != nil {
+				return nil, err
+			}
+			if t.CheckpointInterval > 0 && v > 0 && v%t.CheckpointInterval == 0 {
+				if err := t.WriteCheckpoint(ctx, snap); err != nil {
+					return snap, fmt.Errorf("version %d committed, but its checkpoint failed: %w", v, err)
+				}
+				snap.CheckpointVersion = v
+			}
+			return snap, nil
+		}
+		if !errors.Is(err, storage.ErrExists) {
+			return nil, fmt.Errorf("committing version %d of %s: %w", v, t.Store.Location(), err)
+		}
+		next, winners, err := t.Update(ctx, read)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range winners {
+			for _, a := range w.Actions {
+				switch {
+				case a.Protocol != nil, a.MetaData != nil:
+					return nil, fmt.Errorf("version %d changed the table's protocol or schema: %w", w.Version, ErrConflict)
+				case a.Remove != nil && removes[a.Remove.Path]:
+					return nil, fmt.Errorf("version %d removed %s too: %w", w.Version, a.Remove.Path, ErrConflict)
+				case a.Txn != nil && apps[a.Txn.AppID]:
+					return nil, fmt.Errorf("version %d wrote for %s too: %w", w.Version, a.Txn.AppID, ErrConflict)
+				}
+			}
+			if changesMeta && w.Version >= 0 && read.Version < 0 {
+				return nil, fmt.Errorf("version %d created the table first: %w", w.Version, ErrConflict)
+			}
+			if check != nil {
+				if err := check(w); err != nil {
+					return nil, err
+				}
+			}
+		}
+		read = next
+	}
+}

@@ -1,0 +1,238 @@
+package layout
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+)
+
+// Table modes.
+const (
+	Changelog = "changelog" // every change appended, in order, with both images
+	Mirror    = "mirror"    // one row per item: the table equals the DynamoDB table
+)
+
+// Lineage columns, in every table. Sequence numbers are zero-padded to SeqWidth digits so that
+// their text sorts as their value.
+const (
+	ColKey            = "_key"
+	ColOp             = "_op"
+	ColSequence       = "_sequence_number"
+	ColSnapshot       = "_snapshot"
+	ColTTLDelete      = "_ttl_delete"
+	ColSourceTime     = "_source_time"
+	ColProducerTime   = "_producer_time"
+	ColTable          = "_source_table"
+	ColShard          = "_shard_id"
+	ColEventID        = "_event_id"
+	ColKafkaTopic     = "_kafka_topic"
+	ColKafkaPartition = "_kafka_partition"
+	ColKafkaOffset    = "_kafka_offset"
+	ColDate           = "_date" // partition column of date-partitioned changelog tables
+	ColBefore         = "before"
+	ColAfter          = "after"
+	SeqWidth          = 40
+)
+
+// lineage are the lineage columns and their types, in table order.
+var lineage = []deltatype.StructField{
+	{Name: ColKey, Type: deltatype.String}, {Name: ColOp, Type: deltatype.String}, {Name: ColSequence, Type: deltatype.String},
+	{Name: ColSnapshot, Type: deltatype.Boolean}, {Name: ColTTLDelete, Type: deltatype.Boolean},
+	{Name: ColSourceTime, Type: deltatype.Timestamp}, {Name: ColProducerTime, Type: deltatype.Timestamp},
+	{Name: ColTable, Type: deltatype.String}, {Name: ColShard, Type: deltatype.String}, {Name: ColEventID, Type: deltatype.String},
+	{Name: ColKafkaTopic, Type: deltatype.String}, {Name: ColKafkaPartition, Type: deltatype.Integer}, {Name: ColKafkaOffset, Type: deltatype.Long},
+}
+
+// Layout is the column layout of one table; it evolves as events bring new attributes. Not safe
+// for concurrent use.
+type Layout struct {
+	mode       string
+	byDate     bool
+	items      *columns
+	partitions []string
+}
+
+// Options configure a new table's layout.
+type Options struct {
+	Mode string
+	// PartitionByDate partitions a changelog table by the UTC date of the source change (_date).
+	PartitionByDate bool
+}
+
+// New returns the layout of a table: read from its schema when it exists (schema non-nil), else
+// a new one.
+func New(o Options, schema *deltatype.StructType, partitionColumns []string) (*Layout, error) {
+	if o.Mode != Changelog && o.Mode != Mirror {
+		return nil, fmt.Errorf("mode %q is not changelog or mirror", o.Mode)
+	}
+	l := &Layout{mode: o.Mode, byDate: o.PartitionByDate && o.Mode == Changelog}
+	reserved := []string{ColDate, ColBefore, ColAfter}
+	for _, f := range lineage {
+		reserved = append(reserved, f.Name)
+	}
+	if schema == nil {
+		l.items = newColumns(reserved...)
+		if l.byDate {
+			l.partitions = []string{ColDate}
+		}
+		return l, nil
+	}
+	for _, f := range lineage {
+		got := schema.Field(f.Name)
+		if got == nil || !got.Type.Equal(f.Type) {
+			return nil, fmt.Errorf("the table has no lineage column %s %s: it was not created by ddb2delta's sink", f.Name, f.Type)
+		}
+	}
+	l.partitions = partitionColumns
+	l.byDate = len(partitionColumns) == 1 && partitionColumns[0] == ColDate
+	if len(partitionColumns) > 0 && !l.byDate {
+		return nil, fmt.Errorf("the table is partitioned by %v; the sink writes tables partitioned by %s or not at all", partitionColumns, ColDate)
+	}
+	var err error
+	switch o.Mode {
+	case Mirror:
+		if schema.Field(ColAfter) != nil && schema.Field(ColAfter).Type.Struct != nil && schema.Field(ColAfter).Metadata[MetaKind] == nil {
+			return nil, fmt.Errorf("the table has an %s struct column: it is a changelog table, not a mirror", ColAfter)
+		}
+		l.items, err = loadColumns(schema, reserved...)
+	case Changelog:
+		after := schema.Field(ColAfter)
+		if after == nil || after.Type.Struct == nil {
+			return nil, fmt.Errorf("the table has no %s struct column: it is not a changelog table", ColAfter)
+		}
+		l.items, err = loadColumns(after.Type.Struct)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Mode returns the layout's mode.
+func (l *Layout) Mode() string { return l.mode }
+
+// PartitionColumns returns the table's partition columns.
+func (l *Layout) PartitionColumns() []string { return l.partitions }
+
+// Schema returns the table schema: the lineage columns, then the item columns (mirror) or the
+// before and after structs (changelog), then the partition column.
+func (l *Layout) Schema() *deltatype.StructType {
+	s := &deltatype.StructType{}
+	for _, f := range lineage {
+		f.Nullable = true
+		s.Fields = append(s.Fields, f)
+	}
+	items := l.items.structType()
+	switch l.mode {
+	case Mirror:
+		s.Fields = append(s.Fields, items.Fields...)
+	case Changelog:
+		s.Fields = append(s.Fields,
+			deltatype.StructField{Name: ColBefore, Type: deltatype.DataType{Struct: items}, Nullable: true},
+			deltatype.StructField{Name: ColAfter, Type: deltatype.DataType{Struct: items}, Nullable: true})
+	}
+	if l.byDate {
+		s.Fields = append(s.Fields, deltatype.StructField{Name: ColDate, Type: deltatype.Date, Nullable: true})
+	}
+	return s
+}
+
+// Grew reports whether columns were added since the last call.
+func (l *Layout) Grew() bool { return l.items.grew() }
+
+// Origin is where an event was read from.
+type Origin struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// Row is one row: column name → value (nil or absent for null). Values are string, int64,
+// int32, bool, []byte, time.Time, *big.Int (decimal(38,18) unscaled), []any and map[string]any
+// (struct).
+type Row map[string]any
+
+// Row converts an event into its row. In a mirror table a delete's row carries the key and
+// lineage only; the writer uses it to remove the item.
+func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
+	k, err := KeyString(key)
+	if err != nil {
+		return nil, err
+	}
+	seq, err := PadSequence(derefOr(ev.Source.SequenceNumber, "0"))
+	if err != nil {
+		return nil, err
+	}
+	r := Row{
+		ColKey: k, ColOp: ev.Op, ColSequence: seq, ColSnapshot: ev.Source.Snapshot, ColTTLDelete: ev.Source.TTLDelete,
+		ColSourceTime: ev.Source.ApproximateCreationMs.UTC(), ColProducerTime: ev.TsMs.UTC(), ColTable: ev.Source.Table,
+		ColKafkaTopic: o.Topic, ColKafkaPartition: o.Partition, ColKafkaOffset: o.Offset,
+	}
+	if ev.Source.ShardID != nil {
+		r[ColShard] = *ev.Source.ShardID
+	}
+	if ev.Source.EventID != nil {
+		r[ColEventID] = *ev.Source.EventID
+	}
+	switch l.mode {
+	case Mirror:
+		if ev.Op == "d" {
+			return r, nil
+		}
+		if ev.After == nil {
+			return nil, fmt.Errorf("a %q event without an after image cannot update a mirror: the stream view type must include new images", ev.Op)
+		}
+		items, err := l.items.row(ev.After, "")
+		if err != nil {
+			return nil, err
+		}
+		for c, v := range items {
+			r[c] = v
+		}
+	case Changelog:
+		if ev.Before != nil {
+			if r[ColBefore], err = l.items.row(ev.Before, "before."); err != nil {
+				return nil, err
+			}
+		}
+		if ev.After != nil {
+			if r[ColAfter], err = l.items.row(ev.After, "after."); err != nil {
+				return nil, err
+			}
+		}
+		if l.byDate {
+			d := ev.Source.ApproximateCreationMs.UTC()
+			r[ColDate] = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
+		}
+	}
+	return r, nil
+}
+
+func derefOr(s *string, def string) string {
+	if s == nil {
+		return def
+	}
+	return *s
+}
+
+// PadSequence zero-pads a sequence number to SeqWidth digits.
+func PadSequence(s string) (string, error) {
+	if s == "" || len(s) > SeqWidth || strings.Trim(s, "0123456789") != "" {
+		return "", fmt.Errorf("sequence number %q is not a decimal of at most %d digits", s, SeqWidth)
+	}
+	return strings.Repeat("0", SeqWidth-len(s)) + s, nil
+}
+
+// Newer reports whether row a's change is newer than row b's: a greater sequence number, or the
+// same one with a a stream change and b a snapshot row.
+func Newer(a, b Row) bool {
+	sa, sb := a[ColSequence].(string), b[ColSequence].(string)
+	if sa != sb {
+		return sa > sb
+	}
+	return !a[ColSnapshot].(bool) && b[ColSnapshot].(bool)
+}

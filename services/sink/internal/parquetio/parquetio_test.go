@@ -1,0 +1,119 @@
+package parquetio
+
+import (
+	"encoding/json"
+	"math/big"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+)
+
+func field(name string, t deltatype.DataType) deltatype.StructField {
+	return deltatype.StructField{Name: name, Type: t, Nullable: true}
+}
+
+var testSchema = &deltatype.StructType{Fields: []deltatype.StructField{
+	field("_key", deltatype.String), field("n", deltatype.Long), field("p", deltatype.Integer), field("ok", deltatype.Boolean),
+	field("raw", deltatype.Binary), field("price", deltatype.Decimal38), field("at", deltatype.Timestamp), field("day", deltatype.Date),
+	field("tags", deltatype.ArrayOf(deltatype.String)), field("blobs", deltatype.ArrayOf(deltatype.Binary)),
+	field("address", deltatype.StructOf(field("city", deltatype.String), field("geo", deltatype.StructOf(field("lat", deltatype.Decimal38))))),
+	field("conf", deltatype.DataType{Map: &deltatype.MapType{Key: deltatype.String, Value: deltatype.String, ValueContainsNull: true}}),
+	field("_date", deltatype.Date),
+}}
+
+func dec(s string) *big.Int {
+	d, _ := new(big.Int).SetString(s, 10)
+	return d
+}
+
+func TestRoundTripEveryType(t *testing.T) {
+	at := time.Date(2026, 11, 25, 5, 6, 7, 123456000, time.UTC)
+	rows := []Row{
+		{"_key": "b", "n": int64(-9), "p": int32(3), "ok": true, "raw": []byte{0, 255}, "price": dec("-1500000000000000000"),
+			"at": at, "day": time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), "tags": []any{"x", nil, "y"}, "blobs": []any{[]byte{1}},
+			"address": map[string]any{"city": "Lyon", "geo": map[string]any{"lat": dec("45750000000000000000")}},
+			"conf":    map[string]string{"a": "1", "b": ""}, "_date": time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
+		{"_key": "a", "tags": []any{}, "address": map[string]any{}, "price": dec("99999999999999999999999999999999999999")},
+		{"_key": "c", "address": map[string]any{"geo": map[string]any{}}, "conf": map[string]string{}},
+	}
+	data, stats, err := Write(testSchema, []string{"_date"}, rows, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rows {
+		want := Row{}
+		for k, v := range rows[i] {
+			if k != "_date" {
+				want[k] = v
+			}
+		}
+		if !reflect.DeepEqual(back[i], want) {
+			t.Errorf("row %d:\n got %#v\nwant %#v", i, back[i], want)
+		}
+	}
+	var js map[string]any
+	if err := json.Unmarshal([]byte(stats.JSON()), &js); err != nil {
+		t.Fatal(err)
+	}
+	if js["numRecords"] != 3.0 || js["minValues"].(map[string]any)["_key"] != "a" || js["maxValues"].(map[string]any)["_key"] != "c" ||
+		js["nullCount"].(map[string]any)["n"] != 2.0 || js["maxValues"].(map[string]any)["at"] != "2026-11-25T05:06:07.124Z" ||
+		js["minValues"].(map[string]any)["at"] != "2026-11-25T05:06:07.123Z" || js["minValues"].(map[string]any)["price"] != -1.5 {
+		t.Fatalf("stats %s", stats.JSON())
+	}
+	if _, ok := js["nullCount"].(map[string]any)["_date"]; ok {
+		t.Fatal("stats cover the partition column")
+	}
+	// Projection reads one column.
+	keys, err := Read(data, []string{"_key"})
+	if err != nil || len(keys) != 3 || !reflect.DeepEqual(keys[1], Row{"_key": "a"}) {
+		t.Fatalf("projection: %v %v", keys, err)
+	}
+}
+
+func TestOlderFilesReadUnderTheirOwnSchema(t *testing.T) {
+	narrow := &deltatype.StructType{Fields: testSchema.Fields[:2]}
+	data, _, err := Write(narrow, nil, []Row{{"_key": "k", "n": int64(1)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(data, nil)
+	if err != nil || !reflect.DeepEqual(back, []Row{{"_key": "k", "n": int64(1)}}) {
+		t.Fatalf("%v %v", back, err)
+	}
+}
+
+func TestWrongValuesAreErrorsNotCorruptFiles(t *testing.T) {
+	for _, r := range []Row{
+		{"n": "5"}, {"price": 1.5}, {"at": "2026-01-01"}, {"tags": []string{"x"}}, {"address": map[string]any{"zip": "1"}},
+		{"price": new(big.Int).Lsh(big.NewInt(1), 130)},
+	} {
+		if _, _, err := Write(testSchema, nil, []Row{r}, Options{}); err == nil || !strings.Contains(err.Error(), "row 0") {
+			t.Errorf("row %v: %v", r, err)
+		}
+	}
+}
+
+func TestDecimalBytes(t *testing.T) {
+	for _, s := range []string{"0", "1", "-1", "-170141183460469231731687303715884105728", "170141183460469231731687303715884105727"} {
+		b, err := decimalBytes(dec(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decimalFromBytes(b); got.String() != s {
+			t.Errorf("%s → %x → %s", s, b, got)
+		}
+	}
+	if got := decimalText(dec("-1500000000000000000"), 18); got != "-1.5" {
+		t.Errorf("decimalText = %s", got)
+	}
+	if got := decimalText(dec("5"), 18); got != "0.000000000000000005" {
+		t.Errorf("decimalText = %s", got)
+	}
+}
