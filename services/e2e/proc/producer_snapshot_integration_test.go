@@ -34,6 +34,7 @@ import (
 // at random moments) while it runs, and while items are updated, deleted and inserted. Afterwards,
 // read read_committed:
 //   - every item never written during the run has exactly one snapshot row (op r), no item has two;
+//   - in every partition, every snapshot row precedes every stream change;
 //   - every stream record is in the topic exactly once;
 //   - folding the topic per key by (sequence number, stream over snapshot) — the sink's mirror
 //     rule — gives exactly the table's final Scan: no snapshot row overwrote a newer change.
@@ -244,6 +245,7 @@ type folder struct {
 	snapshotRows map[string]int
 	streamIDs    map[string]bool
 	snapshots    int
+	streamFrom   map[int32]int64 // partition → offset of its first stream change
 }
 
 func newFolder(t *testing.T, s *stacktest.Stack, topic string) *folder {
@@ -258,7 +260,7 @@ func newFolder(t *testing.T, s *stacktest.Stack, topic string) *folder {
 	}
 	t.Cleanup(cl.Close)
 	return &folder{t: t, cl: cl, dec: serde.NewDecoder(serde.NewRegistry(srcl, slog.New(slog.DiscardHandler))),
-		latest: map[string]*ddbavro.Event{}, snapshotRows: map[string]int{}, streamIDs: map[string]bool{}}
+		latest: map[string]*ddbavro.Event{}, snapshotRows: map[string]int{}, streamIDs: map[string]bool{}, streamFrom: map[int32]int64{}}
 }
 
 func rank(ev *ddbavro.Event) (*big.Int, int) {
@@ -285,6 +287,13 @@ func (f *folder) poll(ctx context.Context) {
 			img = ev.Before
 		}
 		id := img["id"].(*types.AttributeValueMemberS).Value
+		if from, ok := f.streamFrom[r.Partition]; ok && ev.Source.Snapshot {
+			f.t.Fatalf("snapshot row of %s at %s[%d]@%d comes after a stream change at offset %d: the snapshot must precede the stream",
+				id, r.Topic, r.Partition, r.Offset, from)
+		}
+		if _, ok := f.streamFrom[r.Partition]; !ok && !ev.Source.Snapshot {
+			f.streamFrom[r.Partition] = r.Offset
+		}
 		if ev.Source.Snapshot {
 			f.snapshots++
 			if f.snapshotRows[id]++; f.snapshotRows[id] > 1 {

@@ -195,19 +195,31 @@ func (tc *tableCapture) run(ctx context.Context) {
 		if err := tc.prepare(ctx); err != nil {
 			log.Error("preparing table; retrying", "error", err)
 		} else {
-			arns = tc.streams(ctx, arns, log)
-			var keep []string
-			for i, arn := range arns {
-				more, err := tc.scan(ctx, arn, i == len(arns)-1, running, finished, done, &wg, log)
-				if err != nil {
-					log.Warn("listing shards; retrying", "stream", arn, "error", err)
+			// A table's snapshot runs before its stream is read, so that in every partition an
+			// item's snapshot row precedes its stream changes (see snapshot.go).
+			tc.snapshotStep(ctx, running, finished, done, &wg, log)
+			if tc.snap == nil || tc.snap.done {
+				arns = tc.streams(ctx, arns, log)
+				var keep []string
+				for i, arn := range arns {
+					more, err := tc.scan(ctx, arn, i == len(arns)-1, running, finished, done, &wg, log)
+					if err != nil {
+						log.Warn("listing shards; retrying", "stream", arn, "error", err)
+					}
+					if more {
+						keep = append(keep, arn)
+					}
 				}
-				if more {
-					keep = append(keep, arn)
+				arns = keep
+			}
+			// Stop readers whose lease another replica took.
+			for key, r := range running {
+				if !tc.c.leases.Held(key) {
+					log.Info("lease lost; stopping", "lease", key)
+					r.cancel()
+					delete(running, key)
 				}
 			}
-			arns = keep
-			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 		}
 		tc.c.metrics.shardsActive.WithLabelValues(tc.t.Name).Set(float64(len(running)))
 		select {
@@ -294,14 +306,6 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 		keys[i] = lease.Key(d.ARN, s.ID)
 	}
 	tc.c.leases.Offer(keys)
-	// Stop reading shards whose lease another replica took.
-	for key, r := range running {
-		if !tc.c.leases.Held(key) {
-			log.Info("lease lost; stopping the shard", "lease", key)
-			r.cancel()
-			delete(running, key)
-		}
-	}
 	for _, s := range readable {
 		key := lease.Key(d.ARN, s.ID)
 		if _, ok := running[key]; ok || !tc.c.leases.Held(key) {

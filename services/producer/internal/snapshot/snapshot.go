@@ -1,10 +1,12 @@
 // Package snapshot reads a DynamoDB table's existing items for the producer's initial load: a
 // parallel Scan, paced to a share of the table's read capacity, resumable page by page.
 //
-// Ordering against the stream. Snapshot rows carry, as their sequence number, a stream position P
-// taken before the scan starts: one less than the smallest starting sequence number among the
-// stream's open shards. Sequence numbers grow along a shard's lineage (a record is after its
-// shard's start, a child shard starts after its parent), so:
+// Ordering against the stream. The producer publishes a table's stream only once its snapshot is
+// complete, so in every Kafka partition an item's snapshot row precedes its stream changes; and
+// snapshot rows carry, as their sequence number, a stream position P taken before the scan
+// starts: one less than the smallest starting sequence number among the stream's open shards.
+// Sequence numbers grow along a shard's lineage (a record is after its shard's start, a child
+// shard starts after its parent), so:
 //   - every change made after the scan started is in a shard open at that time or in one of its
 //     descendants, so its sequence number is greater than P;
 //   - hence every change with a sequence number at or below P was made before the scan started,
@@ -14,8 +16,10 @@
 // per key, as the sink's mirror mode does, ends with the item's true latest state: if any change
 // of the key above P is published, every later change of the key is published too (the stream is
 // read without gaps from its trim horizon or the last checkpoint), so the newest one wins; if none
-// is, the item has not changed since before the scan and the snapshot row is its state. A snapshot
-// row therefore never overwrites a newer change, whatever order the two reach Kafka in.
+// is, the item has not changed since before the scan and the snapshot row is its state. Stream
+// changes at or below P, published after the snapshot row, rank below it and are ignored. A
+// consumer applying changes in partition order without comparing sequence numbers gets the same
+// final state, except that it briefly shows those older changes.
 package snapshot
 
 import (
