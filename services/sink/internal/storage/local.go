@@ -179,3 +179,6 @@ func (l *Local) Delete(_ context.Context, name string) error {
 	}
 	return nil
 }
+
+// Root returns the table's directory.
+func (l *Local) Root() string { return l.root }

@@ -1,0 +1,503 @@
+// Package writer applies batches of change events to one Delta table, exactly once: each batch
+// is one Delta commit holding its data files and, per Kafka topic-partition, a txn action whose
+// version is the last offset written. Offsets at or below a partition's txn version are already in
+// the table and are skipped, so a batch replayed after a crash (between the Delta commit and the
+// Kafka offset commit) or after a rebalance adds nothing twice.
+//
+// Modes:
+//   - changelog appends every change as a row (op, before, after, lineage), in Kafka order.
+//   - mirror keeps one row per item. A batch is compacted to the newest change per key
+//     (sequence number, stream over snapshot), then merged: rows live in key-hash buckets (a
+//     bucket per file group, recorded in the add action's tags), and only the files of the
+//     buckets the batch touches, and among those only the files whose _key range covers one of
+//     the batch's keys, are read and rewritten. A change older than the table's row for its key
+//     is ignored (the sequence guard).
+package writer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
+)
+
+// Config configures one table's writer.
+type Config struct {
+	Name            string // for logs and commitInfo
+	Mode            string // layout.Changelog or layout.Mirror
+	PartitionByDate bool   // changelog only
+	// TargetFileRows bounds the rows of one data file. Default: 1,000,000.
+	TargetFileRows int
+	// Buckets is the number of key-hash buckets of a mirror table, fixed when the table is
+	// created (recorded in its configuration). Default: 16.
+	Buckets int
+}
+
+// Change is one change event to write, with where it was read from.
+type Change struct {
+	Event  *ddbavro.Event
+	Key    avrov1.Key
+	Origin layout.Origin
+}
+
+// Rejected is a change that cannot be written (it does not map to the table); the caller
+// dead-letters it.
+type Rejected struct {
+	Change Change
+	Err    error
+}
+
+// Result is what a Write did.
+type Result struct {
+	Version   int64 // the commit's version; -1 when nothing was committed
+	Rows      int   // rows written (changelog) or upserted and deleted (mirror)
+	Skipped   int   // changes already in the table (offsets at or below its txn versions)
+	Stale     int   // mirror: changes superseded in the batch or older than the table's row for their key
+	Files     int   // data files added
+	Rewritten int   // mirror: data files rewritten
+	Bytes     int64 // bytes of data files added
+	Rejected  []Rejected
+}
+
+// Writer writes to one table. It is not safe for concurrent use; several writers (replicas) may
+// write one table at once, Delta's optimistic concurrency orders them.
+type Writer struct {
+	cfg   Config
+	table *delta.Table
+	log   *slog.Logger
+	snap  *delta.Snapshot
+	lay   *layout.Layout
+}
+
+// ConfBuckets is the table configuration key holding a mirror's bucket count.
+const ConfBuckets = "ddb2delta.buckets"
+
+// New returns a writer of the table in store.
+func New(cfg Config, store storage.Store, log *slog.Logger) *Writer {
+	if cfg.TargetFileRows <= 0 {
+		cfg.TargetFileRows = 1_000_000
+	}
+	if cfg.Buckets <= 0 {
+		cfg.Buckets = 16
+	}
+	return &Writer{cfg: cfg, table: delta.NewTable(store), log: log}
+}
+
+// Table returns the Delta table.
+func (w *Writer) Table() *delta.Table { return w.table }
+
+// Load reads the table's latest snapshot and its layout. Write calls it when needed.
+func (w *Writer) Load(ctx context.Context) error {
+	snap, err := w.table.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	return w.adopt(snap)
+}
+
+func (w *Writer) adopt(snap *delta.Snapshot) error {
+	schema, err := snap.Schema()
+	if err != nil {
+		return err
+	}
+	var parts []string
+	if snap.Metadata != nil {
+		parts = snap.Metadata.PartitionColumns
+		if w.cfg.Mode == layout.Mirror {
+			if b, err := strconv.Atoi(snap.Metadata.Configuration[ConfBuckets]); err == nil && b > 0 {
+				w.cfg.Buckets = b
+			}
+		}
+	}
+	lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate}, schema, parts)
+	if err != nil {
+		return fmt.Errorf("table %s at %s: %w", w.cfg.Name, w.table.Store.Location(), err)
+	}
+	w.snap, w.lay = snap, lay
+	return nil
+}
+
+// AppID is the txn app id of a topic-partition.
+func AppID(topic string, partition int32) string {
+	return "ddb2delta-sink:" + topic + ":" + strconv.Itoa(int(partition))
+}
+
+// NextOffset returns the offset to consume next for a topic-partition: one past the last offset
+// the table holds, or -1 when it holds none.
+func (w *Writer) NextOffset(topic string, partition int32) int64 {
+	if w.snap == nil {
+		return -1
+	}
+	if v, ok := w.snap.TxnVersion(AppID(topic, partition)); ok {
+		return v + 1
+	}
+	return -1
+}
+
+// Snapshot returns the snapshot the writer last read or committed.
+func (w *Writer) Snapshot() *delta.Snapshot { return w.snap }
+
+// Write applies changes (in Kafka order per partition) as one commit, retrying on conflicts with
+// concurrent writers from a fresh snapshot. Changes that cannot be mapped to rows are given to
+// reject before the commit (once), so that they are dead-lettered before the commit records
+// their offsets as done; if reject fails, nothing is committed.
+func (w *Writer) Write(ctx context.Context, changes []Change, reject func([]Rejected) error) (Result, error) {
+	rejected := false
+	onReject := func(r []Rejected) error {
+		if rejected || len(r) == 0 || reject == nil {
+			return nil
+		}
+		if err := reject(r); err != nil {
+			return fmt.Errorf("dead-lettering %d changes: %w", len(r), err)
+		}
+		rejected = true
+		return nil
+	}
+	if w.snap == nil {
+		if err := w.Load(ctx); err != nil {
+			return Result{Version: -1}, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		res, written, err := w.attempt(ctx, changes, onReject)
+		if err == nil || !errors.Is(err, delta.ErrConflict) || attempt >= 20 {
+			return res, err
+		}
+		w.log.Info("concurrent commit conflicts with this batch; retrying from the new snapshot", "table", w.cfg.Name, "error", err)
+		for _, p := range written {
+			_ = w.table.Store.Delete(ctx, p)
+		}
+		if err := w.Load(ctx); err != nil {
+			return Result{Version: -1}, err
+		}
+	}
+}
+
+// pending is a change mapped to its row.
+type pending struct {
+	row layout.Row
+	ch  Change
+}
+
+func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]Rejected) error) (Result, []string, error) {
+	res := Result{Version: -1}
+	lastTxn := map[string]int64{}
+	var rows []pending
+	for _, ch := range changes {
+		app := AppID(ch.Origin.Topic, ch.Origin.Partition)
+		if v, ok := w.snap.TxnVersion(app); ok && ch.Origin.Offset <= v {
+			res.Skipped++
+			continue
+		}
+		lastTxn[app] = max(lastTxn[app], ch.Origin.Offset)
+		r, err := w.lay.Row(ch.Event, ch.Key, ch.Origin)
+		if err != nil {
+			res.Rejected = append(res.Rejected, Rejected{Change: ch, Err: err})
+			continue
+		}
+		rows = append(rows, pending{row: r, ch: ch})
+	}
+	if len(lastTxn) == 0 {
+		return res, nil, nil // everything was written before
+	}
+	if err := onReject(res.Rejected); err != nil {
+		return res, nil, err
+	}
+	read := w.snap
+	var actions []delta.Action
+	schema := w.lay.Schema()
+	if read.Version < 0 {
+		b, _ := json.Marshal(schema)
+		conf := map[string]string{"ddb2delta.mode": w.cfg.Mode}
+		if w.cfg.Mode == layout.Mirror {
+			conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
+		}
+		actions = append(actions,
+			delta.Action{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
+			delta.Action{MetaData: &delta.Metadata{ID: newID(), Name: w.cfg.Name, Format: delta.Format{Provider: "parquet", Options: map[string]string{}},
+				SchemaString: string(b), PartitionColumns: orEmpty(w.lay.PartitionColumns()), Configuration: conf, CreatedTime: time.Now().UnixMilli()}})
+		w.lay.Grew()
+	} else if w.lay.Grew() {
+		md := *read.Metadata
+		b, _ := json.Marshal(schema)
+		md.SchemaString = string(b)
+		actions = append(actions, delta.Action{MetaData: &md})
+		w.log.Info("table schema evolved", "table", w.cfg.Name, "columns", len(schema.Fields))
+	}
+	var data []delta.Action
+	var written []string
+	var err error
+	switch w.cfg.Mode {
+	case layout.Changelog:
+		data, written, err = w.appendRows(ctx, rows, &res)
+	case layout.Mirror:
+		data, written, err = w.mergeRows(ctx, rows, &res)
+	}
+	if err != nil {
+		return res, written, err
+	}
+	actions = append(actions, data...)
+	now := time.Now().UnixMilli()
+	for _, app := range sortedKeys(lastTxn) {
+		actions = append(actions, delta.Action{Txn: &delta.Txn{AppID: app, Version: lastTxn[app], LastUpdated: now}})
+	}
+	info := map[string]any{"operation": "WRITE", "operationParameters": map[string]any{"mode": w.cfg.Mode},
+		"ddb2delta": map[string]any{"table": w.cfg.Name, "offsets": lastTxn, "rows": res.Rows, "files": res.Files}}
+	if w.cfg.Mode == layout.Mirror {
+		info["operation"] = "MERGE"
+	}
+	snap, err := w.table.Commit(ctx, read, actions, info, w.check(data))
+	if err != nil {
+		if snap == nil {
+			return res, written, err
+		}
+		w.log.Warn("committed, but the checkpoint failed", "table", w.cfg.Name, "error", err)
+	}
+	w.snap = snap
+	res.Version = snap.Version
+	return res, written, nil
+}
+
+// check refuses to move a mirror commit past a concurrent commit that added files to a bucket
+// this one rewrites: those files may hold the same keys.
+func (w *Writer) check(mine []delta.Action) delta.Check {
+	if w.cfg.Mode != layout.Mirror {
+		return nil
+	}
+	buckets := map[string]bool{}
+	for _, a := range mine {
+		if a.Add != nil {
+			buckets[a.Add.Tags[tagBucket]] = true
+		}
+	}
+	return func(c delta.Commit) error {
+		for _, a := range c.Actions {
+			if a.Add != nil && a.Add.DataChange && buckets[a.Add.Tags[tagBucket]] {
+				return fmt.Errorf("version %d wrote bucket %s too: %w", c.Version, a.Add.Tags[tagBucket], delta.ErrConflict)
+			}
+		}
+		return nil
+	}
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := slices.Collect(maps.Keys(m))
+	sort.Strings(out)
+	return out
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// fileName returns a new data file's path, under its partition directory.
+func fileName(partition string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	name := "part-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:]) + ".zstd.parquet"
+	if partition != "" {
+		return partition + "/" + name
+	}
+	return name
+}
+
+// writeFile encodes rows as a data file, stores it and returns its add action.
+func (w *Writer) writeFile(ctx context.Context, rows []layout.Row, partValues map[string]string, dir string, tags map[string]string, res *Result) (delta.Action, string, error) {
+	prow := make([]parquetio.Row, len(rows))
+	for i, r := range rows {
+		prow[i] = parquetio.Row(r)
+	}
+	data, stats, err := parquetio.Write(w.lay.Schema(), w.lay.PartitionColumns(), prow, parquetio.Options{})
+	if err != nil {
+		return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
+	}
+	name := fileName(dir)
+	if err := w.table.Store.Write(ctx, name, data); err != nil {
+		return delta.Action{}, "", err
+	}
+	res.Files++
+	res.Bytes += int64(len(data))
+	return delta.Action{Add: &delta.Add{Path: name, PartitionValues: partValues, Size: int64(len(data)),
+		ModificationTime: time.Now().UnixMilli(), DataChange: true, Stats: stats.JSON(), Tags: tags}}, name, nil
+}
+
+// appendRows writes a changelog batch: rows in Kafka order, split by date partition and file size.
+func (w *Writer) appendRows(ctx context.Context, rows []pending, res *Result) ([]delta.Action, []string, error) {
+	groups := map[string][]layout.Row{}
+	for _, p := range rows {
+		part := ""
+		if d, ok := p.row[layout.ColDate].(time.Time); ok {
+			part = d.Format("2006-01-02")
+		}
+		groups[part] = append(groups[part], p.row)
+	}
+	var actions []delta.Action
+	var written []string
+	for _, part := range sortedKeys(groups) {
+		g := groups[part]
+		values, dir := map[string]string{}, ""
+		if part != "" {
+			values[layout.ColDate] = part
+			dir = layout.ColDate + "=" + part
+		}
+		for start := 0; start < len(g); start += w.cfg.TargetFileRows {
+			chunk := g[start:min(start+w.cfg.TargetFileRows, len(g))]
+			a, name, err := w.writeFile(ctx, chunk, values, dir, nil, res)
+			if name != "" {
+				written = append(written, name)
+			}
+			if err != nil {
+				return nil, written, err
+			}
+			actions = append(actions, a)
+			res.Rows += len(chunk)
+		}
+	}
+	return actions, written, nil
+}
+
+// tagBucket is the add-action tag holding a mirror file's bucket.
+const tagBucket = "ddb2delta.bucket"
+
+// Bucket returns the bucket of a key.
+func Bucket(key string, buckets int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(buckets))
+}
+
+// keyRange is the _key range of a data file from its statistics.
+func keyRange(a *delta.Add) (lo, hi string, ok bool) {
+	var st struct {
+		MinValues map[string]any `json:"minValues"`
+		MaxValues map[string]any `json:"maxValues"`
+	}
+	if json.Unmarshal([]byte(a.Stats), &st) != nil {
+		return "", "", false
+	}
+	lo, ok1 := st.MinValues[layout.ColKey].(string)
+	hi, ok2 := st.MaxValues[layout.ColKey].(string)
+	return lo, hi, ok1 && ok2
+}
+
+// mergeRows writes a mirror batch.
+func (w *Writer) mergeRows(ctx context.Context, rows []pending, res *Result) ([]delta.Action, []string, error) {
+	// Compact: the newest change per key.
+	newest := map[string]layout.Row{}
+	for _, p := range rows {
+		k := p.row[layout.ColKey].(string)
+		old, ok := newest[k]
+		if ok {
+			res.Stale++ // one of the two is superseded within the batch
+		}
+		if !ok || layout.Newer(p.row, old) {
+			newest[k] = p.row
+		}
+	}
+	byBucket := map[int][]string{}
+	for k := range newest {
+		b := Bucket(k, w.cfg.Buckets)
+		byBucket[b] = append(byBucket[b], k)
+	}
+	var actions []delta.Action
+	var written []string
+	now := time.Now().UnixMilli()
+	for _, b := range slices.Sorted(maps.Keys(byBucket)) {
+		keys := byBucket[b]
+		slices.Sort(keys)
+		tag := strconv.Itoa(b)
+		// The files of the bucket that may hold one of the keys.
+		var touched []*delta.Add
+		for _, a := range w.snap.Files {
+			if a.Tags[tagBucket] != tag {
+				continue
+			}
+			lo, hi, ok := keyRange(a)
+			if ok {
+				i := sort.SearchStrings(keys, lo)
+				if i == len(keys) || keys[i] > hi {
+					continue
+				}
+			}
+			touched = append(touched, a)
+		}
+		sort.Slice(touched, func(i, j int) bool { return touched[i].Path < touched[j].Path })
+		current := map[string]layout.Row{}
+		for _, a := range touched {
+			data, err := w.table.Store.Read(ctx, a.Path)
+			if err != nil {
+				return nil, written, fmt.Errorf("table %s: reading %s to rewrite it: %w", w.cfg.Name, a.Path, err)
+			}
+			old, err := parquetio.Read(data, nil)
+			if err != nil {
+				return nil, written, fmt.Errorf("table %s: %s: %w", w.cfg.Name, a.Path, err)
+			}
+			for _, r := range old {
+				current[r[layout.ColKey].(string)] = layout.Row(r)
+			}
+			actions = append(actions, delta.Action{Remove: &delta.Remove{Path: a.Path, DeletionTimestamp: now, DataChange: true,
+				ExtendedFileMetadata: true, PartitionValues: a.PartitionValues, Size: a.Size, Tags: a.Tags}})
+			res.Rewritten++
+		}
+		for _, k := range keys {
+			r := newest[k]
+			if old, ok := current[k]; ok && !layout.Newer(r, old) {
+				res.Stale++
+				continue
+			}
+			if r[layout.ColOp] == "d" {
+				delete(current, k)
+			} else {
+				current[k] = r
+			}
+			res.Rows++
+		}
+		if len(current) == 0 {
+			continue
+		}
+		all := slices.Sorted(maps.Keys(current))
+		for start := 0; start < len(all); start += w.cfg.TargetFileRows {
+			chunk := make([]layout.Row, 0, min(w.cfg.TargetFileRows, len(all)-start))
+			for _, k := range all[start:min(start+w.cfg.TargetFileRows, len(all))] {
+				chunk = append(chunk, current[k])
+			}
+			a, name, err := w.writeFile(ctx, chunk, map[string]string{}, "", map[string]string{tagBucket: tag}, res)
+			if name != "" {
+				written = append(written, name)
+			}
+			if err != nil {
+				return nil, written, err
+			}
+			actions = append(actions, a)
+		}
+	}
+	return actions, written, nil
+}
