@@ -115,7 +115,9 @@ func TestChangelogAppendsEveryChangeOnce(t *testing.T) {
 		t.Fatalf("recovered offsets %d %d", w2.NextOffset("cdc", 1), w2.NextOffset("cdc", 7))
 	}
 	rows := readTable(t, w2)
-	sort.Slice(rows, func(i, j int) bool { return rows[i]["_kafka_offset"].(int64)+int64(rows[i]["_kafka_partition"].(int32))*100 < rows[j]["_kafka_offset"].(int64)+int64(rows[j]["_kafka_partition"].(int32))*100 })
+	sort.Slice(rows, func(i, j int) bool {
+		return rows[i]["_kafka_offset"].(int64)+int64(rows[i]["_kafka_partition"].(int32))*100 < rows[j]["_kafka_offset"].(int64)+int64(rows[j]["_kafka_partition"].(int32))*100
+	})
 	if len(rows) != 4 {
 		t.Fatalf("%d rows, want 4: %v", len(rows), rows)
 	}
@@ -162,7 +164,7 @@ func TestMirrorUpsertsDeletesAndGuards(t *testing.T) {
 		change("u", "k01", 101, false, v(1001), 0, next()),
 		change("u", "k01", 102, false, v(1002), 0, next()), // the newest in the batch wins
 		change("d", "k02", 103, false, v(2), 0, next()),
-		change("u", "k03", 99, false, v(999), 0, next()),  // older than the snapshot row: ignored
+		change("u", "k03", 99, false, v(999), 0, next()),   // older than the snapshot row: ignored
 		change("u", "k04", 100, false, v(1004), 0, next()), // same position as the snapshot row: the stream wins
 		change("c", "k99", 104, false, v(99), 0, next()),
 	}, nil)
