@@ -32,3 +32,17 @@ func (e *DeadLetterEncoder) Encode(dl *avrov1.DeadLetter) ([]byte, error) {
 	}
 	return append(AppendHeader(nil, e.id), b...), nil
 }
+
+// DecodeDeadLetter decodes a dead letter written by any ddb2delta service (the schema is fixed, so
+// no registry lookup is needed).
+func DecodeDeadLetter(value []byte) (*avrov1.DeadLetter, error) {
+	_, payload, err := SplitHeader(value)
+	if err != nil {
+		return nil, err
+	}
+	var dl avrov1.DeadLetter
+	if err := avro.Unmarshal(avrov1.MustParse().DeadLetter, payload, &dl); err != nil {
+		return nil, fmt.Errorf("decoding dead letter: %w: %v", ddbavro.ErrMalformed, err)
+	}
+	return &dl, nil
+}

@@ -12,15 +12,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 )
 
 // ErrNotWireFormat is returned (wrapped) for bytes that do not start with the wire format header.
@@ -268,4 +272,19 @@ func (r *Registry) Latest(ctx context.Context, subject string) (int, avro.Schema
 	r.ids[subject+"\x00"+ss.Schema.Schema] = ss.ID
 	r.mu.Unlock()
 	return ss.ID, s, nil
+}
+
+// Transient reports whether a decode or registry error may pass when retried: the registry was
+// unreachable or answered 5xx. Malformed bytes, unknown schema ids and schemas outside the
+// contract are final: such a record belongs in a dead-letter topic, not in a retry loop.
+func Transient(err error) bool {
+	if err == nil || errors.Is(err, ErrNotWireFormat) || errors.Is(err, ddbavro.ErrMalformed) || errors.Is(err, ddbavro.ErrNumber) {
+		return false
+	}
+	var re *sr.ResponseError
+	if errors.As(err, &re) {
+		return retryable(re)
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -3,11 +3,14 @@ package serde
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,4 +248,22 @@ func mustKey(t *testing.T) avrov1.Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+func TestTransient(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("x: %w", ErrNotWireFormat), false},
+		{fmt.Errorf("x: %w", ddbavro.ErrMalformed), false},
+		{&sr.ResponseError{StatusCode: 404}, false},
+		{fmt.Errorf("fetching schema id 9: %w", &sr.ResponseError{StatusCode: 503}), true},
+		{fmt.Errorf("fetching: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
+		{errors.New("schema id 3: not a change event"), false},
+	} {
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }

@@ -1,18 +1,29 @@
-// Command sink writes change events from Kafka into Delta Lake tables.
-//
-// Delta writing arrives with the sink's own issue; today the process loads and validates its
-// configuration, connects to Kafka and the schema registry, and reports their reachability on
-// /readyz.
+// Command sink writes change events from Kafka into Delta Lake tables, each change exactly once
+// (see services/sink/README.md).
 package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"strings"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
+	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/pipeline"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/settings"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
 )
 
 func main() {
@@ -20,16 +31,85 @@ func main() {
 }
 
 func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
+	kopts, err := s.Kafka.Opts()
+	if err != nil {
+		return err
+	}
 	kc, err := kafkaclient.Connect(s.Kafka, rt.Health)
 	if err != nil {
 		return err
 	}
 	defer kc.Close()
-	if _, err := registry.Connect(s.SchemaRegistry, rt.Health); err != nil {
+	srcl, err := registry.Connect(s.SchemaRegistry, rt.Health)
+	if err != nil {
+		return err
+	}
+	reg := serde.NewRegistry(srcl, rt.Log)
+	if err := reg.WaitReady(ctx); err != nil {
 		return err
 	}
 
-	rt.Log.Info("sink started; Delta writing is not implemented yet", "tables", len(s.Tables))
-	<-ctx.Done()
+	var s3api storage.S3API
+	for _, t := range s.Tables {
+		if strings.HasPrefix(s.ResolveLocation(t), "s3://") {
+			awsCfg, err := s.S3.AWS().Load(ctx)
+			if err != nil {
+				return err
+			}
+			s3api = s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+				o.BaseEndpoint = s.S3.AWS().BaseEndpoint()
+				o.UsePathStyle = s.S3.ForcePathStyle
+			})
+			break
+		}
+	}
+	cfg := pipeline.Config{Group: s.ConsumerGroup, DeadLetters: s.DeadLetters, Kafka: kopts,
+		Batch: pipeline.Batch{MaxRows: s.Batch.MaxRows, MaxBytes: s.Batch.MaxBytes, MaxAge: s.Batch.MaxAge}}
+	for _, t := range s.Tables {
+		loc := s.ResolveLocation(t)
+		st, err := storage.Open(loc, s3api)
+		if err != nil {
+			return fmt.Errorf("table %s: %w", t.Name, err)
+		}
+		w := writer.New(writer.Config{Name: t.Name, Mode: t.Mode, PartitionByDate: t.PartitionBy == "date",
+			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets}, st, rt.Log)
+		w.Table().CheckpointInterval = s.CheckpointInterval
+		cfg.Tables = append(cfg.Tables, pipeline.Table{Name: t.Name, Topics: t.Topics, Writer: w})
+		rt.Log.Info("table", "name", t.Name, "mode", t.Mode, "location", loc, "topics", t.Topics)
+	}
+
+	// Start-up steps are retried while their dependency fails, so an outage at start-up delays the
+	// sink instead of crash-looping it.
+	adm := kadm.NewClient(kc)
+	var dlq *serde.DeadLetterEncoder
+	b := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		err := ensureTopic(ctx, adm, s.DeadLetters)
+		if err == nil {
+			dlq, err = serde.NewDeadLetterEncoder(ctx, reg, s.DeadLetters)
+		}
+		if err == nil {
+			break
+		}
+		rt.Log.Warn("starting up; retrying", "error", err)
+		if backoff.Sleep(ctx, b.Next()) != nil {
+			return nil
+		}
+	}
+	progress := health.NewProgress(2 * time.Minute)
+	rt.Health.AddCheck("progress", progress.Check)
+	p := pipeline.New(cfg, serde.NewDecoder(reg), dlq, pipeline.NewMetrics(rt.Health.Registry()), progress, rt.Log)
+	rt.Log.Info("sink started", "tables", len(cfg.Tables), "topics", p.Topics())
+	return p.Run(ctx)
+}
+
+func ensureTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	resp, err := adm.CreateTopic(ctx, 3, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating topic %s: %w", topic, err)
+	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/awsconf"
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
@@ -32,8 +33,25 @@ type Settings struct {
 	// URL. One sample config then serves a laptop and a container by overriding this one key.
 	// Default: ./delta.
 	TablesRoot string `yaml:"tables_root"`
+	// Batch bounds how much is buffered before a commit.
+	Batch Batch `yaml:"batch"`
+	// DeadLetters is the topic receiving records that cannot be decoded or mapped. Default:
+	// ddb2delta.dlq.sink.
+	DeadLetters string `yaml:"dead_letters"`
+	// CheckpointInterval writes a Parquet checkpoint every N commits of a table. Default: 10.
+	CheckpointInterval int64 `yaml:"checkpoint_interval"`
 	// Tables route topics to Delta tables.
 	Tables []Table `yaml:"tables"`
+}
+
+// Batch is when buffered changes are committed: whichever limit is reached first.
+type Batch struct {
+	// MaxRows buffered for one table. Default: 100000.
+	MaxRows int `yaml:"max_rows"`
+	// MaxBytes of buffered record values for one table. Default: 64 MiB.
+	MaxBytes int `yaml:"max_bytes"`
+	// MaxAge of the oldest buffered change: the latency target. Default: 1s.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // S3 is the sink's object store section.
@@ -58,6 +76,13 @@ type Table struct {
 	// Location is a directory path or file:// URL, or s3://bucket/prefix. A relative path is
 	// under TablesRoot.
 	Location string `yaml:"location"`
+	// PartitionBy partitions a changelog table: "" (not partitioned) or "date" (the UTC date of
+	// the source change, column _date). Default: "".
+	PartitionBy string `yaml:"partition_by"`
+	// Buckets is a mirror table's number of key-hash buckets, fixed at creation. Default: 16.
+	Buckets int `yaml:"buckets"`
+	// TargetFileRows bounds the rows of one data file. Default: 1000000.
+	TargetFileRows int `yaml:"target_file_rows"`
 }
 
 // AWS returns the section's SDK settings.
@@ -71,10 +96,13 @@ func Defaults() *Settings {
 	b := service.DefaultBase(":18103")
 	return &Settings{
 		Log: b.Log, HTTP: b.HTTP,
-		Kafka:          kafkaclient.Defaults("sink"),
-		SchemaRegistry: registry.Defaults(),
-		ConsumerGroup:  "ddb2delta-sink",
-		TablesRoot:     "./delta",
+		Kafka:              kafkaclient.Defaults("sink"),
+		SchemaRegistry:     registry.Defaults(),
+		ConsumerGroup:      "ddb2delta-sink",
+		TablesRoot:         "./delta",
+		Batch:              Batch{MaxRows: 100000, MaxBytes: 64 << 20, MaxAge: time.Second},
+		DeadLetters:        "ddb2delta.dlq.sink",
+		CheckpointInterval: 10,
 	}
 }
 
@@ -108,16 +136,41 @@ func (s *Settings) Validate() error {
 	if len(s.Tables) == 0 {
 		p.Add("tables", "must list at least one table")
 	}
+	if s.Batch.MaxRows < 1 || s.Batch.MaxBytes < 1 || s.Batch.MaxAge <= 0 {
+		p.Add("batch", "max_rows, max_bytes and max_age must be positive, got %d, %d and %s", s.Batch.MaxRows, s.Batch.MaxBytes, s.Batch.MaxAge)
+	}
+	if !kafkaName.MatchString(s.DeadLetters) {
+		p.Add("dead_letters", "%q is not a valid topic name", s.DeadLetters)
+	}
+	if s.CheckpointInterval < 1 {
+		p.Add("checkpoint_interval", "must be at least 1, got %d", s.CheckpointInterval)
+	}
 	seen := map[string]bool{}
-	for i, t := range s.Tables {
+	for i := range s.Tables {
+		t := &s.Tables[i]
 		key := config.Index("tables", i)
+		if t.Buckets == 0 {
+			t.Buckets = 16
+		}
+		if t.TargetFileRows == 0 {
+			t.TargetFileRows = 1000000
+		}
+		if t.Buckets < 1 || t.Buckets > 4096 {
+			p.Add(key+".buckets", "must be between 1 and 4096, got %d", t.Buckets)
+		}
+		if t.TargetFileRows < 1 {
+			p.Add(key+".target_file_rows", "must be positive, got %d", t.TargetFileRows)
+		}
+		if t.PartitionBy != "" && (t.PartitionBy != "date" || t.Mode != "changelog") {
+			p.Add(key+".partition_by", "%q: only changelog tables can be partitioned, by \"date\"", t.PartitionBy)
+		}
 		if t.Name == "" {
 			p.Add(key+".name", "must be set")
 		}
-		if seen[t.Name+"/"+t.Mode] {
-			p.Add(key+".name", "table %q with mode %q is defined twice", t.Name, t.Mode)
+		if seen[t.Name] {
+			p.Add(key+".name", "table %q is defined twice: names label metrics and must be unique", t.Name)
 		}
-		seen[t.Name+"/"+t.Mode] = true
+		seen[t.Name] = true
 		if len(t.Topics) == 0 {
 			p.Add(key+".topics", "must list at least one topic")
 		}

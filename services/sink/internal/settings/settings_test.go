@@ -39,7 +39,7 @@ tables:
 	for _, want := range []string{
 		"http.listen", "consumer_group: must be set", "tables_root:", `tables[0].topics: "bad topic"`,
 		`tables[0].mode: "upsert"`, "tables[0].location", "tables[1].topics: must list", "tables[1].location",
-		`tables[1].name: table "t" with mode "upsert" is defined twice`,
+		`tables[1].name: table "t" is defined twice`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)

@@ -161,10 +161,7 @@ func compare(t *testing.T, s *stacktest.Stack, w *Writer, loc where, st storage.
 		t.Fatal(err)
 	}
 	schema, _ := snap.Schema()
-	var ours []map[string]any
-	for _, r := range readTable(t, w) {
-		ours = append(ours, r)
-	}
+	ours := readTable(t, w)
 	for i := range ours { // the partition value lives in the log, not in the file
 		if d, ok := ours[i][layout.ColSourceTime].(time.Time); ok && len(snap.Metadata.PartitionColumns) > 0 {
 			ours[i][layout.ColDate] = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
