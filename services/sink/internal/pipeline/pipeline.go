@@ -114,6 +114,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.lost),
 		kgo.FetchMaxWait(200*time.Millisecond),
+		// A replica that crashed holds its partitions until the broker expires its session: keep
+		// that short (Kafka's default is 45 s) so a restarted or surviving replica takes over fast.
+		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(time.Second),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
