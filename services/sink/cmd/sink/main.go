@@ -20,6 +20,8 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/maintenance"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/pipeline"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/settings"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -65,6 +67,7 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	}
 	cfg := pipeline.Config{Group: s.ConsumerGroup, DeadLetters: s.DeadLetters, Kafka: kopts,
 		Batch: pipeline.Batch{MaxRows: s.Batch.MaxRows, MaxBytes: s.Batch.MaxBytes, MaxAge: s.Batch.MaxAge}}
+	var maint []maintained
 	for _, t := range s.Tables {
 		loc := s.ResolveLocation(t)
 		st, err := storage.Open(loc, s3api)
@@ -74,7 +77,10 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		w := writer.New(writer.Config{Name: t.Name, Mode: t.Mode, PartitionByDate: t.PartitionBy == "date",
 			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets}, st, rt.Log)
 		w.Table().CheckpointInterval = s.CheckpointInterval
+		w.Table().TombstoneRetention = s.Maintenance.Retention
 		cfg.Tables = append(cfg.Tables, pipeline.Table{Name: t.Name, Topics: t.Topics, Writer: w})
+		maint = append(maint, maintained{table: delta.NewTable(st), cfg: maintenance.Config{Name: t.Name, MinFiles: s.Maintenance.MinFiles,
+			SmallFileBytes: s.Maintenance.SmallFileBytes, TargetFileRows: t.TargetFileRows, Retention: s.Maintenance.Retention}})
 		rt.Log.Info("table", "name", t.Name, "mode", t.Mode, "location", loc, "topics", t.Topics)
 	}
 
@@ -100,7 +106,38 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	rt.Health.AddCheck("progress", progress.Check)
 	p := pipeline.New(cfg, serde.NewDecoder(reg), dlq, pipeline.NewMetrics(rt.Health.Registry()), progress, rt.Log)
 	rt.Log.Info("sink started", "tables", len(cfg.Tables), "topics", p.Topics())
+	if s.Maintenance.Interval > 0 {
+		go maintain(ctx, maint, s.Maintenance.Interval, s.CheckpointInterval, s.Maintenance.Retention, rt)
+	}
 	return p.Run(ctx)
+}
+
+type maintained struct {
+	table *delta.Table
+	cfg   maintenance.Config
+}
+
+// maintain compacts and vacuums every table each interval. Every replica does it; concurrent
+// rounds on one table conflict harmlessly (one commits, the others skip).
+func maintain(ctx context.Context, tables []maintained, interval time.Duration, checkpoints int64, retention time.Duration, rt *service.Runtime) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, m := range tables {
+			m.table.CheckpointInterval, m.table.TombstoneRetention = checkpoints, retention
+			if _, err := maintenance.Compact(ctx, m.table, m.cfg, rt.Log); err != nil && ctx.Err() == nil {
+				rt.Log.Warn("compaction failed; retrying next round", "table", m.cfg.Name, "error", err)
+			}
+			if _, err := maintenance.Vacuum(ctx, m.table, m.cfg, time.Now(), rt.Log); err != nil && ctx.Err() == nil {
+				rt.Log.Warn("vacuum failed; retrying next round", "table", m.cfg.Name, "error", err)
+			}
+		}
+	}
 }
 
 func ensureTopic(ctx context.Context, adm *kadm.Client, topic string) error {

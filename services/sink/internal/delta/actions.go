@@ -14,8 +14,11 @@ package delta
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 )
@@ -129,4 +132,15 @@ func DecodeCommit(data []byte) ([]Action, error) {
 		out = append(out, a)
 	}
 	return out, sc.Err()
+}
+
+// NewFileName returns a new, unique data file path, under dir (a partition directory) when set.
+func NewFileName(dir string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	name := "part-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:]) + ".zstd.parquet"
+	if dir != "" {
+		return dir + "/" + name
+	}
+	return name
 }

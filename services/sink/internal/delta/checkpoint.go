@@ -79,8 +79,12 @@ func (t *Table) WriteCheckpoint(ctx context.Context, snap *Snapshot) error {
 		rows = append(rows, parquetio.Row{"add": map[string]any{"path": a.Path, "partitionValues": orEmpty(a.PartitionValues), "size": a.Size,
 			"modificationTime": a.ModificationTime, "dataChange": false, "stats": optString(a.Stats), "tags": nilIfEmpty(a.Tags)}})
 	}
+	expired := t.Now().Add(-t.TombstoneRetention).UnixMilli()
 	for _, p := range sortedKeys(snap.Removed) {
 		r := snap.Removed[p]
+		if t.TombstoneRetention > 0 && r.DeletionTimestamp < expired {
+			continue
+		}
 		rows = append(rows, parquetio.Row{"remove": map[string]any{"path": r.Path, "deletionTimestamp": r.DeletionTimestamp,
 			"dataChange": r.DataChange, "extendedFileMetadata": r.ExtendedFileMetadata, "partitionValues": nilIfEmpty(r.PartitionValues), "size": r.Size}})
 	}

@@ -90,13 +90,16 @@ type Table struct {
 	Store storage.Store
 	// CheckpointInterval writes a checkpoint after every N-th version (0: never). Default: 10.
 	CheckpointInterval int64
+	// TombstoneRetention: checkpoints drop remove actions older than this (vacuum has deleted
+	// their files by then). Default: 7 days.
+	TombstoneRetention time.Duration
 	// Now is the clock used for timestamps in actions (tests replace it).
 	Now func() time.Time
 }
 
 // NewTable returns the table in store.
 func NewTable(store storage.Store) *Table {
-	return &Table{Store: store, CheckpointInterval: 10, Now: time.Now}
+	return &Table{Store: store, CheckpointInterval: 10, TombstoneRetention: 7 * 24 * time.Hour, Now: time.Now}
 }
 
 // lastCheckpoint is the _last_checkpoint file.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -205,7 +206,11 @@ func TestCheckpointsReplaceTheLogPrefix(t *testing.T) {
 	for i := 1; i <= 12; i++ {
 		acts := []Action{add(fmt.Sprintf("f%d.parquet", i)), {Txn: &Txn{AppID: "app", Version: int64(i)}}}
 		if i%3 == 0 {
-			acts = append(acts, Action{Remove: &Remove{Path: fmt.Sprintf("f%d.parquet", i-1), DeletionTimestamp: int64(i), DataChange: true}})
+			ts := time.Now().UnixMilli()
+			if i == 3 {
+				ts = 1 // long expired: the checkpoint drops it
+			}
+			acts = append(acts, Action{Remove: &Remove{Path: fmt.Sprintf("f%d.parquet", i-1), DeletionTimestamp: ts, DataChange: true}})
 		}
 		acts[0].Add.Stats = `{"numRecords":1}`
 		acts[0].Add.PartitionValues = map[string]string{"_date": "2026-11-25"}
@@ -226,9 +231,10 @@ func TestCheckpointsReplaceTheLogPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loaded.Version != 12 || loaded.CheckpointVersion != 10 || len(loaded.Files) != len(snap.Files) || len(loaded.Removed) != len(snap.Removed) {
-		t.Fatalf("loaded version %d (checkpoint %d) with %d files and %d tombstones; want 12 (10), %d and %d",
-			loaded.Version, loaded.CheckpointVersion, len(loaded.Files), len(loaded.Removed), len(snap.Files), len(snap.Removed))
+	if loaded.Version != 12 || loaded.CheckpointVersion != 10 || len(loaded.Files) != len(snap.Files) || len(loaded.Removed) != len(snap.Removed)-1 ||
+		loaded.Removed["f2.parquet"] != nil {
+		t.Fatalf("loaded version %d (checkpoint %d) with %d files and %d tombstones; want 12 (10), %d and %d (the expired one dropped)",
+			loaded.Version, loaded.CheckpointVersion, len(loaded.Files), len(loaded.Removed), len(snap.Files), len(snap.Removed)-1)
 	}
 	for p, a := range snap.Files {
 		l := loaded.Files[p]

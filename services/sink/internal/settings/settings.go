@@ -40,8 +40,23 @@ type Settings struct {
 	DeadLetters string `yaml:"dead_letters"`
 	// CheckpointInterval writes a Parquet checkpoint every N commits of a table. Default: 10.
 	CheckpointInterval int64 `yaml:"checkpoint_interval"`
+	// Maintenance compacts small files and vacuums unreferenced ones in the background.
+	Maintenance Maintenance `yaml:"maintenance"`
 	// Tables route topics to Delta tables.
 	Tables []Table `yaml:"tables"`
+}
+
+// Maintenance configures background compaction and vacuum.
+type Maintenance struct {
+	// Interval between rounds; 0 disables maintenance. Default: 10m.
+	Interval time.Duration `yaml:"interval"`
+	// MinFiles small files in a partition or bucket trigger its compaction. Default: 8.
+	MinFiles int `yaml:"min_files"`
+	// SmallFileBytes: files below this size are small. Default: 32 MiB.
+	SmallFileBytes int64 `yaml:"small_file_bytes"`
+	// Retention: removed and orphaned files younger than this are kept (readers of older
+	// versions, commits in flight). Default: 168h.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Batch is when buffered changes are committed: whichever limit is reached first.
@@ -103,6 +118,7 @@ func Defaults() *Settings {
 		Batch:              Batch{MaxRows: 100000, MaxBytes: 64 << 20, MaxAge: time.Second},
 		DeadLetters:        "ddb2delta.dlq.sink",
 		CheckpointInterval: 10,
+		Maintenance:        Maintenance{Interval: 10 * time.Minute, MinFiles: 8, SmallFileBytes: 32 << 20, Retention: 7 * 24 * time.Hour},
 	}
 }
 
@@ -141,6 +157,10 @@ func (s *Settings) Validate() error {
 	}
 	if !kafkaName.MatchString(s.DeadLetters) {
 		p.Add("dead_letters", "%q is not a valid topic name", s.DeadLetters)
+	}
+	if m := s.Maintenance; m.Interval < 0 || m.MinFiles < 2 || m.SmallFileBytes < 1 || m.Retention < time.Hour {
+		p.Add("maintenance", "interval must be 0 or positive, min_files at least 2, small_file_bytes positive and retention at least 1h, got %s, %d, %d, %s",
+			m.Interval, m.MinFiles, m.SmallFileBytes, m.Retention)
 	}
 	if s.CheckpointInterval < 1 {
 		p.Add("checkpoint_interval", "must be at least 1, got %d", s.CheckpointInterval)

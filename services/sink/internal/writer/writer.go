@@ -318,17 +318,6 @@ func newID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// fileName returns a new data file's path, under its partition directory.
-func fileName(partition string) string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	name := "part-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:]) + ".zstd.parquet"
-	if partition != "" {
-		return partition + "/" + name
-	}
-	return name
-}
-
 // writeFile encodes rows as a data file, stores it and returns its add action.
 func (w *Writer) writeFile(ctx context.Context, rows []layout.Row, partValues map[string]string, dir string, tags map[string]string, res *Result) (delta.Action, string, error) {
 	prow := make([]parquetio.Row, len(rows))
@@ -339,7 +328,7 @@ func (w *Writer) writeFile(ctx context.Context, rows []layout.Row, partValues ma
 	if err != nil {
 		return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
 	}
-	name := fileName(dir)
+	name := delta.NewFileName(dir)
 	if err := w.table.Store.Write(ctx, name, data); err != nil {
 		return delta.Action{}, "", err
 	}

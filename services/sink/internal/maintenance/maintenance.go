@@ -1,0 +1,235 @@
+// Package maintenance keeps the sink's tables cheap to read: it compacts small files into larger
+// ones (commits whose add and remove actions have dataChange=false, so streaming readers skip
+// them) and vacuums data files no version within the retention period needs.
+//
+// Both are safe beside running writers, in this process or others: compaction reads a snapshot,
+// writes the merged files and commits removes of exactly the files it read; if a writer removed
+// one of them meanwhile (a mirror rewrite), the commit conflicts and the round is skipped. Vacuum
+// deletes only files that the latest version does not reference and that were removed (or, for
+// files never committed, written) longer ago than the retention period, so readers of any version
+// younger than that, and commits in flight, keep their files.
+package maintenance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
+)
+
+// Config configures maintenance of one table.
+type Config struct {
+	Name string
+	// MinFiles: a partition (changelog) or bucket (mirror) is compacted once it has this many
+	// small files. Default: 8.
+	MinFiles int
+	// SmallFileBytes: files below this size are small. Default: 32 MiB.
+	SmallFileBytes int64
+	// TargetFileRows bounds the rows of a compacted file. Default: 1,000,000.
+	TargetFileRows int
+	// Retention: removed and orphaned files younger than this are kept. Default: 7 days.
+	Retention time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MinFiles <= 1 {
+		c.MinFiles = 8
+	}
+	if c.SmallFileBytes <= 0 {
+		c.SmallFileBytes = 32 << 20
+	}
+	if c.TargetFileRows <= 0 {
+		c.TargetFileRows = 1_000_000
+	}
+	if c.Retention <= 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	return c
+}
+
+// Result is what a round did.
+type Result struct {
+	Version      int64 // the compaction commit's version; -1 when nothing was compacted
+	Compacted    int   // files merged away
+	Written      int   // files written by compaction
+	Vacuumed     int   // files deleted
+	VacuumedSize int64
+}
+
+// tagBucket is the mirror writer's bucket tag (package writer).
+const tagBucket = "ddb2delta.bucket"
+
+// group returns the compaction group of a file: its partition values and bucket.
+func group(a *delta.Add) string {
+	keys := make([]string, 0, len(a.PartitionValues))
+	for k, v := range a.PartitionValues {
+		keys = append(keys, k+"="+v)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, "/") + "|" + a.Tags[tagBucket]
+}
+
+// Compact merges the small files of every group that has at least MinFiles of them, in one
+// commit. Rows keep their order: changelog files by Kafka position, mirror files by key.
+func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) (Result, error) {
+	cfg = cfg.withDefaults()
+	res := Result{Version: -1}
+	snap, err := t.Snapshot(ctx)
+	if err != nil || snap.Version < 0 {
+		return res, err
+	}
+	schema, err := snap.Schema()
+	if err != nil {
+		return res, err
+	}
+	mirror := snap.Metadata.Configuration["ddb2delta.mode"] == layout.Mirror
+	groups := map[string][]*delta.Add{}
+	for _, a := range snap.Files {
+		if a.Size < cfg.SmallFileBytes {
+			groups[group(a)] = append(groups[group(a)], a)
+		}
+	}
+	var actions []delta.Action
+	var written []string
+	now := time.Now().UnixMilli()
+	for _, g := range slices.Sorted(mapsKeys(groups)) {
+		files := groups[g]
+		if len(files) < cfg.MinFiles {
+			continue
+		}
+		sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+		var rows []parquetio.Row
+		for _, a := range files {
+			data, err := t.Store.Read(ctx, a.Path)
+			if err != nil {
+				return res, fmt.Errorf("table %s: reading %s: %w", cfg.Name, a.Path, err)
+			}
+			r, err := parquetio.Read(data, nil)
+			if err != nil {
+				return res, fmt.Errorf("table %s: %s: %w", cfg.Name, a.Path, err)
+			}
+			rows = append(rows, r...)
+			actions = append(actions, delta.Action{Remove: &delta.Remove{Path: a.Path, DeletionTimestamp: now, DataChange: false,
+				ExtendedFileMetadata: true, PartitionValues: a.PartitionValues, Size: a.Size, Tags: a.Tags}})
+		}
+		if mirror {
+			sort.SliceStable(rows, func(i, j int) bool { return rows[i][layout.ColKey].(string) < rows[j][layout.ColKey].(string) })
+		} else {
+			sort.SliceStable(rows, func(i, j int) bool { return kafkaLess(rows[i], rows[j]) })
+		}
+		dir := ""
+		if v, ok := files[0].PartitionValues[layout.ColDate]; ok {
+			dir = layout.ColDate + "=" + v
+		}
+		for start := 0; start < len(rows); start += cfg.TargetFileRows {
+			chunk := rows[start:min(start+cfg.TargetFileRows, len(rows))]
+			data, stats, err := parquetio.Write(schema, snap.Metadata.PartitionColumns, chunk, parquetio.Options{})
+			if err != nil {
+				return res, fmt.Errorf("table %s: %w", cfg.Name, err)
+			}
+			name := delta.NewFileName(dir)
+			if err := t.Store.Write(ctx, name, data); err != nil {
+				return res, err
+			}
+			written = append(written, name)
+			actions = append(actions, delta.Action{Add: &delta.Add{Path: name, PartitionValues: files[0].PartitionValues, Size: int64(len(data)),
+				ModificationTime: now, DataChange: false, Stats: stats.JSON(), Tags: files[0].Tags}})
+			res.Written++
+		}
+		res.Compacted += len(files)
+	}
+	if len(actions) == 0 {
+		return res, nil
+	}
+	next, err := t.Commit(ctx, snap, actions, map[string]any{"operation": "OPTIMIZE",
+		"operationParameters": map[string]any{"ddb2delta": "compaction"}, "ddb2delta": map[string]any{"table": cfg.Name}}, nil)
+	if err != nil && next == nil {
+		for _, p := range written {
+			_ = t.Store.Delete(ctx, p)
+		}
+		if errors.Is(err, delta.ErrConflict) {
+			log.Info("compaction conflicted with a concurrent commit; skipped this round", "table", cfg.Name, "error", err)
+			return Result{Version: -1}, nil
+		}
+		return Result{Version: -1}, err
+	}
+	res.Version = next.Version
+	log.Info("compacted", "table", cfg.Name, "version", res.Version, "files", res.Compacted, "into", res.Written)
+	return res, nil
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// kafkaLess orders changelog rows by topic, partition and offset.
+func kafkaLess(a, b parquetio.Row) bool {
+	at, bt := str(a[layout.ColKafkaTopic]), str(b[layout.ColKafkaTopic])
+	if at != bt {
+		return at < bt
+	}
+	ap, bp := a[layout.ColKafkaPartition].(int32), b[layout.ColKafkaPartition].(int32)
+	if ap != bp {
+		return ap < bp
+	}
+	return a[layout.ColKafkaOffset].(int64) < b[layout.ColKafkaOffset].(int64)
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// Vacuum deletes data files that the latest version does not reference and that were removed
+// (tombstone deletion time) or, never committed, last modified before now − Retention.
+func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log *slog.Logger) (Result, error) {
+	cfg = cfg.withDefaults()
+	res := Result{Version: -1}
+	snap, err := t.Snapshot(ctx)
+	if err != nil || snap.Version < 0 {
+		return res, err
+	}
+	horizon := now.Add(-cfg.Retention)
+	objs, err := t.Store.List(ctx, "", "")
+	if err != nil {
+		return res, err
+	}
+	for _, o := range objs {
+		if strings.HasPrefix(o.Name, "_delta_log/") || strings.HasPrefix(o.Name, "_") && !strings.HasPrefix(o.Name, layout.ColDate+"=") {
+			continue
+		}
+		if _, live := snap.Files[o.Name]; live {
+			continue
+		}
+		old := o.Modified.Before(horizon)
+		if rm, ok := snap.Removed[o.Name]; ok {
+			old = time.UnixMilli(rm.DeletionTimestamp).Before(horizon)
+		}
+		if !old {
+			continue
+		}
+		if err := t.Store.Delete(ctx, o.Name); err != nil {
+			return res, err
+		}
+		res.Vacuumed++
+		res.VacuumedSize += o.Size
+	}
+	if res.Vacuumed > 0 {
+		log.Info("vacuumed", "table", cfg.Name, "files", res.Vacuumed, "bytes", res.VacuumedSize)
+	}
+	return res, nil
+}

@@ -1,0 +1,221 @@
+package maintenance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func change(id string, seq int, off int64) writer.Change {
+	item := map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: id}, "v": &types.AttributeValueMemberN{Value: fmt.Sprint(seq)}}
+	return writer.Change{
+		Event: &ddbavro.Event{Op: "u", After: item, TsMs: time.UnixMilli(1795500000000), Source: avrov1.Source{Table: "t",
+			SequenceNumber: aws.String(fmt.Sprint(seq)), ApproximateCreationMs: time.UnixMilli(1795500000000)}},
+		Key:    avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String(id)}},
+		Origin: layout.Origin{Topic: "cdc", Partition: 0, Offset: off},
+	}
+}
+
+// table writes batches of changes, one commit (and file per group) each.
+func table(t *testing.T, mode string, batches [][]writer.Change) *writer.Writer {
+	t.Helper()
+	st, err := storage.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := writer.New(writer.Config{Name: "t", Mode: mode, Buckets: 2, PartitionByDate: mode == layout.Changelog}, st, quiet)
+	for _, b := range batches {
+		if _, err := w.Write(context.Background(), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+func allRows(t *testing.T, tb *delta.Table) []parquetio.Row {
+	t.Helper()
+	ctx := context.Background()
+	snap, err := tb.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := make([]string, 0, len(snap.Files))
+	for p := range snap.Files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var out []parquetio.Row
+	for _, p := range paths {
+		data, err := tb.Store.Read(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := parquetio.Read(data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r...)
+	}
+	return out
+}
+
+func sorted(rows []parquetio.Row) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = fmt.Sprint(r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestCompactChangelogKeepsRowsAndOrder(t *testing.T) {
+	var batches [][]writer.Change
+	off := int64(0)
+	for b := range 12 {
+		var batch []writer.Change
+		for i := range 5 {
+			off++
+			batch = append(batch, change(fmt.Sprint("k", i), b*10+i, off))
+		}
+		batches = append(batches, batch)
+	}
+	w := table(t, layout.Changelog, batches)
+	tb := w.Table()
+	before := allRows(t, tb)
+	res, err := Compact(context.Background(), tb, Config{Name: "t", MinFiles: 4}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Compacted != 12 || res.Written != 1 || res.Version != 12 {
+		t.Fatalf("compaction %+v", res)
+	}
+	after := allRows(t, tb)
+	if !reflect.DeepEqual(sorted(before), sorted(after)) {
+		t.Fatal("compaction changed the rows")
+	}
+	for i := 1; i < len(after); i++ {
+		if after[i-1]["_kafka_offset"].(int64) >= after[i]["_kafka_offset"].(int64) {
+			t.Fatalf("compacted rows out of Kafka order at %d", i)
+		}
+	}
+	data, _ := tb.Store.Read(context.Background(), delta.CommitName(12))
+	actions, _ := delta.DecodeCommit(data)
+	for _, a := range actions {
+		if (a.Add != nil && a.Add.DataChange) || (a.Remove != nil && a.Remove.DataChange) {
+			t.Fatalf("compaction action with dataChange=true: %+v %+v", a.Add, a.Remove)
+		}
+	}
+	// Nothing left to do; the writer's next commit still works on top.
+	if res, err := Compact(context.Background(), tb, Config{Name: "t", MinFiles: 4}, quiet); err != nil || res.Version != -1 {
+		t.Fatalf("second round %+v %v", res, err)
+	}
+	if _, err := w.Write(context.Background(), []writer.Change{change("z", 999, off+1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCompactMirrorPerBucket(t *testing.T) {
+	var batches [][]writer.Change
+	for b := range 10 { // increasing keys: every batch adds new files without rewriting
+		batches = append(batches, []writer.Change{change(fmt.Sprintf("k%03d", b*2), b, int64(b*2+1)), change(fmt.Sprintf("k%03d", b*2+1), b, int64(b*2+2))})
+	}
+	w := table(t, layout.Mirror, batches)
+	tb := w.Table()
+	snap, _ := tb.Snapshot(context.Background())
+	filesBefore := len(snap.Files)
+	before := allRows(t, tb)
+	res, err := Compact(context.Background(), tb, Config{Name: "t", MinFiles: 2}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ = tb.Snapshot(context.Background())
+	if len(snap.Files) != 2 || res.Compacted != filesBefore {
+		t.Fatalf("%d files before, %d after (%+v); want one per bucket", filesBefore, len(snap.Files), res)
+	}
+	for _, a := range snap.Files {
+		if a.Tags["ddb2delta.bucket"] == "" {
+			t.Fatalf("compacted file lost its bucket: %+v", a)
+		}
+	}
+	if !reflect.DeepEqual(sorted(before), sorted(allRows(t, tb))) {
+		t.Fatal("compaction changed the mirror")
+	}
+	// The writer merges into the compacted files.
+	if _, err := w.Write(context.Background(), []writer.Change{change("k005", 100, 99)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range allRows(t, tb) {
+		if r["_key"] == `[["S","k005"]]` {
+			n++
+			if r["v"] != int64(100) {
+				t.Fatalf("k005 = %v", r["v"])
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("k005 has %d rows", n)
+	}
+}
+
+func TestVacuumKeepsWhatReadersMayNeed(t *testing.T) {
+	ctx := context.Background()
+	var batches [][]writer.Change
+	for b := range 4 {
+		batches = append(batches, []writer.Change{change("a", b, int64(b+1))})
+	}
+	w := table(t, layout.Mirror, batches) // each batch rewrites the one file: three tombstones
+	tb := w.Table()
+	root := tb.Store.(*storage.Local).Root()
+	orphan := "part-orphan.zstd.parquet" // a write whose commit never happened
+	if err := tb.Store.Write(ctx, orphan, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := tb.Snapshot(ctx)
+	live := len(snap.Files)
+	// Within the retention period nothing goes.
+	res, err := Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour}, time.Now(), quiet)
+	if err != nil || res.Vacuumed != 0 {
+		t.Fatalf("fresh vacuum %+v %v", res, err)
+	}
+	// Past it, the tombstoned files and the orphan go; live files and the log stay.
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(root, orphan), old, old); err != nil {
+		t.Fatal(err)
+	}
+	res, err = Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour}, time.Now().Add(2*time.Hour), quiet)
+	if err != nil || res.Vacuumed != 4 {
+		t.Fatalf("vacuum %+v %v; want 3 tombstoned files and the orphan", res, err)
+	}
+	snap, err = tb.Snapshot(ctx)
+	if err != nil || len(snap.Files) != live {
+		t.Fatalf("after vacuum: %v", err)
+	}
+	for p := range snap.Files {
+		if _, err := tb.Store.Read(ctx, p); err != nil {
+			t.Fatalf("live file %s gone: %v", p, err)
+		}
+	}
+	if rows := allRows(t, tb); len(rows) != 1 || rows[0]["v"] != int64(3) {
+		t.Fatalf("rows after vacuum %v", rows)
+	}
+}
