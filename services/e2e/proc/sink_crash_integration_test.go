@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +35,9 @@ import (
 // deletes over 60 items, a new attribute appearing half-way) into a mirror and a changelog table,
 // kills it with SIGKILL at random moments (six times; with commits every ~200 ms the kills land
 // before, during and after Parquet writes and Delta commits, and between a commit and the offset
-// commit) and restarts it. Afterwards delta-rs, reading the tables independently, must find every
+// commit) and restarts it; then makes it kill itself exactly after writing Parquet files but
+// before committing them, and exactly after a Delta commit but before the Kafka offset commit.
+// Afterwards delta-rs, reading the tables independently, must find every
 // event exactly once in the changelog and the mirror equal to the fold of the events.
 func TestSinkSurvivesKill9(t *testing.T) {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry)
@@ -145,6 +148,21 @@ tables:
 		}
 		p = start()
 	}
+	// Then the two instants random kills may miss, exactly: files written but not committed, and
+	// committed but Kafka offsets not.
+	if _, err := p.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"after-parquet:3", "after-commit:2"} {
+		p = Start(t, "sink", bins["sink"], []string{"-config", conf}, append(env, "DDB2DELTA_SINK_HTTP_LISTEN="+FreeAddr(t), "DDB2DELTA_TEST_FAULT="+f))
+		if _, err := p.Wait(2 * time.Minute); err != nil {
+			t.Fatalf("the sink did not reach fault point %s: %v", f, err)
+		}
+		if !strings.Contains(p.Output(), "fault injected: SIGKILL at "+strings.Split(f, ":")[0]) {
+			t.Fatalf("the sink exited, but not at fault point %s:\n%s", f, p.Output())
+		}
+	}
+	p = start()
 	stopWrites()
 	if err := <-done; err != nil {
 		t.Fatalf("producing: %v", err)
@@ -182,7 +200,7 @@ tables:
 	if _, err := p.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Error(err)
 	}
-	t.Logf("6 kills during %d events: delta-rs reads each once in the changelog and the mirror equals the fold (%d items)", produced, len(want))
+	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs reads each once in the changelog and the mirror equals the fold (%d items)", produced, len(want))
 }
 
 // readRows reads a table's rows with delta-rs.

@@ -27,6 +27,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
 )
@@ -257,6 +258,7 @@ func (p *Pipeline) flush(ctx context.Context, force bool) error {
 		committed = true
 	}
 	if committed {
+		fault.Point(fault.AfterCommit)
 		p.commitOffsets(ctx)
 		p.progress.Advanced()
 		p.progress.SetPending(0)

@@ -32,6 +32,7 @@ import (
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -253,6 +254,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		return res, written, err
 	}
 	actions = append(actions, data...)
+	fault.Point(fault.AfterParquet)
 	now := time.Now().UnixMilli()
 	for _, app := range sortedKeys(lastTxn) {
 		actions = append(actions, delta.Action{Txn: &delta.Txn{AppID: app, Version: lastTxn[app], LastUpdated: now}})
