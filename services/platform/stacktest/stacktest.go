@@ -36,6 +36,7 @@ type Stack struct {
 	PrometheusURL string
 	RunDir        string // data, logs and pids
 	DeltaPython   string // python of the venv that has deltalake (delta-rs)
+	SparkPython   string // python of the venv that has pyspark and delta-spark (Apache Spark + Delta Lake)
 }
 
 // Component names, as in scripts/stack and its log files.
@@ -66,6 +67,7 @@ func Load() (*Stack, error) {
 	s.PrometheusURL = "http://127.0.0.1:" + env["STACK_PROMETHEUS_PORT"]
 	s.RunDir = env["STACK_RUN_DIR"]
 	s.DeltaPython = filepath.Join(s.RunDir, "venv", "bin", "python")
+	s.SparkPython = filepath.Join(s.RunDir, "spark-venv", "bin", "python")
 	return s, nil
 }
 

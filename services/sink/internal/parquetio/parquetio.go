@@ -460,6 +460,9 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	}
 	var buf bytes.Buffer
 	opts := []parquet.WriterOption{schema, parquet.Compression(&parquet.Zstd), parquet.MaxRowsPerRowGroup(o.RowGroupRows),
+		// PLAIN strings and binary: Spark's vectorized reader (3.5) reads parquet-go's default,
+		// DELTA_LENGTH_BYTE_ARRAY, as empty strings.
+		parquet.DefaultEncodingFor(parquet.ByteArray, &parquet.Plain),
 		parquet.CreatedBy("ddb2delta", "sink", "")}
 	// parquet-go orders fixed-length decimals as unsigned bytes, so its bounds of a column holding
 	// negative decimals would be wrong: leave them out rather than mislead a reader's pruning.

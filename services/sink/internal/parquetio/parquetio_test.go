@@ -1,12 +1,16 @@
 package parquetio
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/big"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 )
@@ -115,5 +119,27 @@ func TestDecimalBytes(t *testing.T) {
 	}
 	if got := decimalText(dec("5"), 18); got != "0.000000000000000005" {
 		t.Errorf("decimalText = %s", got)
+	}
+}
+
+// Spark's vectorized reader (3.5) reads DELTA_LENGTH_BYTE_ARRAY pages written by parquet-go as
+// empty strings: byte arrays must be PLAIN (or dictionary) encoded.
+func TestByteArraysArePlain(t *testing.T) {
+	data, _, err := Write(testSchema, nil, []Row{{"_key": "k", "raw": []byte{1}, "tags": []any{"x"}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rg := range f.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			for _, e := range c.MetaData.Encoding {
+				if e == format.DeltaLengthByteArray || e == format.DeltaByteArray {
+					t.Errorf("column %v uses %s", c.MetaData.PathInSchema, e)
+				}
+			}
+		}
 	}
 }

@@ -61,19 +61,34 @@ func locations(t *testing.T, s *stacktest.Stack) []where {
 	}
 }
 
+// reader is an independent Delta reader: delta-rs (Rust, via Python) or Apache Spark with Delta
+// Lake (JVM, via pyspark). Both print the table as JSON.
+type reader struct {
+	name, python, script string
+}
+
+func readers(s *stacktest.Stack) []reader {
+	return []reader{{"delta-rs", s.DeltaPython, "read_table.py"}, {"spark", s.SparkPython, "spark_read_table.py"}}
+}
+
 // deltaRS reads a table with delta-rs; numbers stay exact (json.Number).
 func deltaRS(t *testing.T, s *stacktest.Stack, url string, opts []string) (int64, []map[string]any) {
+	return readWith(t, s, readers(s)[0], url, opts)
+}
+
+// readWith reads a table with one reader.
+func readWith(t *testing.T, s *stacktest.Stack, r reader, url string, opts []string) (int64, []map[string]any) {
 	t.Helper()
-	args := []string{filepath.Join(s.Root, "scripts", "python", "read_table.py"), url}
+	args := []string{filepath.Join(s.Root, "scripts", "python", r.script), url}
 	for _, o := range opts {
 		args = append(args, "--storage-option", o)
 	}
-	cmd := exec.Command(s.DeltaPython, args...)
+	cmd := exec.Command(r.python, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("delta-rs reading %s: %v\n%s", url, err, stderr.String())
+		t.Fatalf("%s reading %s: %v\n%s", r.name, url, err, stderr.String())
 	}
 	var got struct {
 		Version int64            `json:"version"`
@@ -82,7 +97,7 @@ func deltaRS(t *testing.T, s *stacktest.Stack, url string, opts []string) (int64
 	dec := json.NewDecoder(bytes.NewReader(out))
 	dec.UseNumber()
 	if err := dec.Decode(&got); err != nil {
-		t.Fatalf("parsing delta-rs output: %v", err)
+		t.Fatalf("parsing %s output: %v", r.name, err)
 	}
 	return got.Version, got.Rows
 }
@@ -156,6 +171,11 @@ func canonRows(t *testing.T, schema *deltatype.StructType, rows []map[string]any
 // compare checks that delta-rs reads the table exactly as this package's reader does, value by
 // value, and returns the rows.
 func compare(t *testing.T, s *stacktest.Stack, w *Writer, loc where, st storage.Store) map[string]map[string]any {
+	return compareWith(t, s, readers(s)[0], w, loc, st)
+}
+
+// compareWith is compare with a given reader.
+func compareWith(t *testing.T, s *stacktest.Stack, r reader, w *Writer, loc where, st storage.Store) map[string]map[string]any {
 	t.Helper()
 	snap, err := w.Table().Snapshot(context.Background())
 	if err != nil {
@@ -168,17 +188,17 @@ func compare(t *testing.T, s *stacktest.Stack, w *Writer, loc where, st storage.
 			ours[i][layout.ColDate] = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
 		}
 	}
-	version, theirs := deltaRS(t, s, loc.url(st), loc.opts)
+	version, theirs := readWith(t, s, r, loc.url(st), loc.opts)
 	if version != snap.Version {
-		t.Fatalf("delta-rs read version %d, the log is at %d", version, snap.Version)
+		t.Fatalf("%s read version %d, the log is at %d", r.name, version, snap.Version)
 	}
 	want, got := canonRows(t, schema, ours), canonRows(t, schema, theirs)
 	if len(want) != len(got) {
-		t.Fatalf("delta-rs read %d rows, we wrote %d", len(got), len(want))
+		t.Fatalf("%s read %d rows, we wrote %d", r.name, len(got), len(want))
 	}
 	for id, w := range want {
 		if !reflect.DeepEqual(got[id], w) {
-			t.Fatalf("row %s:\ndelta-rs %v\n ours    %v", id, got[id], w)
+			t.Fatalf("row %s:\n%s %v\n ours    %v", id, r.name, got[id], w)
 		}
 	}
 	return want
@@ -197,9 +217,10 @@ func everyKind(i int) map[string]types.AttributeValue {
 	}
 }
 
-// TestDeltaRSReadsWhatTheWriterWrites writes both modes, on the filesystem and on S3, through
-// schema evolution (new attributes, a second kind for one, a new nested field), deletes and
-// checkpoints, and checks that delta-rs reads every row and value exactly as written.
+// TestDeltaRSReadsWhatTheWriterWrites writes both modes (the changelog partitioned by date, the
+// mirror not), on the filesystem and on S3, through schema evolution (new attributes, a second
+// kind for one, a new nested field), deletes, checkpoints and compaction, and checks that delta-rs
+// and Apache Spark with Delta Lake read every row and value exactly as written.
 func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 	s := stacktest.Require(t, stacktest.S3)
 	ctx := stacktest.Context(t, 3*time.Minute)
@@ -259,6 +280,10 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				if !reflect.DeepEqual(rows, before) {
 					t.Fatal("delta-rs reads other rows after compaction")
 				}
+				// Apache Spark with Delta Lake reads the same, from the checkpoint and the commits after it.
+				if spark := compareWith(t, s, readers(s)[1], w, loc, st); !reflect.DeepEqual(spark, rows) {
+					t.Fatal("Spark reads other rows than delta-rs")
+				}
 				switch mode {
 				case layout.Changelog:
 					if len(rows) != 84 {
@@ -269,7 +294,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 						t.Fatalf("mirror holds %d rows", len(rows))
 					}
 				}
-				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after", loc.name, mode, cres.Version, len(rows), cres.Compacted, cres.Written)
+				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after, and Spark after", loc.name, mode, cres.Version, len(rows), cres.Compacted, cres.Written)
 			})
 		}
 	}
