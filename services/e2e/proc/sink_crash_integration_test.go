@@ -37,7 +37,7 @@ import (
 // before, during and after Parquet writes and Delta commits, and between a commit and the offset
 // commit) and restarts it; then makes it kill itself exactly after writing Parquet files but
 // before committing them, and exactly after a Delta commit but before the Kafka offset commit.
-// Afterwards delta-rs, reading the tables independently, must find every
+// Afterwards delta-rs and Spark, reading the tables independently, must find every
 // event exactly once in the changelog and the mirror equal to the fold of the events.
 func TestSinkSurvivesKill9(t *testing.T) {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry)
@@ -168,8 +168,8 @@ tables:
 		t.Fatalf("producing: %v", err)
 	}
 
-	stacktest.Eventually(t, 2*time.Minute, "delta-rs reads every event once", func() error {
-		changelog, err := readRows(s, filepath.Join(dir, "changelog"))
+	check := func(python, script string) error {
+		changelog, err := readRows(python, s, script, filepath.Join(dir, "changelog"))
 		if err != nil {
 			return err
 		}
@@ -177,14 +177,14 @@ tables:
 		for _, r := range changelog {
 			id := fmt.Sprint(r["_kafka_partition"], "@", r["_kafka_offset"])
 			if seen[id] {
-				t.Fatalf("changelog holds partition@offset %s twice", id)
+				t.Fatalf("%s: changelog holds partition@offset %s twice", script, id)
 			}
 			seen[id] = true
 		}
 		if len(seen) != produced {
 			return fmt.Errorf("changelog has %d of %d events", len(seen), produced)
 		}
-		mirror, err := readRows(s, filepath.Join(dir, "mirror"))
+		mirror, err := readRows(python, s, script, filepath.Join(dir, "mirror"))
 		if err != nil {
 			return err
 		}
@@ -196,21 +196,29 @@ tables:
 			return fmt.Errorf("mirror has %d items, the fold %d (or values differ)", len(got), len(want))
 		}
 		return nil
+	}
+	stacktest.Eventually(t, 2*time.Minute, "delta-rs reads every event once", func() error {
+		return check(s.DeltaPython, "read_table.py")
 	})
+	// Apache Spark with Delta Lake reads the same.
+	if err := check(s.SparkPython, "spark_read_table.py"); err != nil {
+		t.Fatalf("Spark: %v", err)
+	}
 	if _, err := p.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Error(err)
 	}
-	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs reads each once in the changelog and the mirror equals the fold (%d items)", produced, len(want))
+	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs and Spark read each once in the changelog and the mirror equals the fold (%d items)", produced, len(want))
 }
 
-// readRows reads a table's rows with delta-rs.
-func readRows(s *stacktest.Stack, location string) ([]map[string]any, error) {
-	cmd := exec.Command(s.DeltaPython, filepath.Join(s.Root, "scripts", "python", "read_table.py"), location)
+// readRows reads a table's rows with an independent reader: read_table.py (delta-rs) or
+// spark_read_table.py (Spark), each with its venv's python.
+func readRows(python string, s *stacktest.Stack, script, location string) ([]map[string]any, error) {
+	cmd := exec.Command(python, filepath.Join(s.Root, "scripts", "python", script), location)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("delta-rs reading %s: %v: %s", location, err, stderr.String())
+		return nil, fmt.Errorf("%s reading %s: %v: %s", script, location, err, stderr.String())
 	}
 	var got struct {
 		Rows []map[string]any `json:"rows"`
