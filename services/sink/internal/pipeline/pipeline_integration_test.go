@@ -3,10 +3,14 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -235,6 +239,17 @@ func TestPipelineRoutesBatchesAndResumes(t *testing.T) {
 	stop2 := run(t, p2)
 	defer stop2()
 	stacktest.Eventually(t, time.Minute, "tables caught up after the restart", func() error { return check(m2, c2) })
+	// The independent readers see the same tables.
+	for _, r := range [][2]string{{f.s.DeltaPython, "read_table.py"}, {f.s.SparkPython, "spark_read_table.py"}} {
+		mirror, changelog := independent(t, f.s, r, dir+"/mirror"), independent(t, f.s, r, dir+"/changelog")
+		got := map[string]string{}
+		for _, row := range mirror {
+			got[fmt.Sprint(row["_key"])] = fmt.Sprint(row["v"])
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) || len(changelog) != total {
+			t.Fatalf("%s reads a mirror of %d items (want %d) and a changelog of %d rows (want %d)", r[1], len(got), len(want), len(changelog), total)
+		}
+	}
 
 	// The poison record is a dead letter carrying its bytes and a reason naming it.
 	dl, err := kgo.NewClient(kgo.SeedBrokers(f.s.KafkaAddr), kgo.ConsumeTopics(f.prefix+".dlq.sink"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -258,4 +273,23 @@ func TestPipelineRoutesBatchesAndResumes(t *testing.T) {
 		})
 		return found
 	})
+}
+
+// independent reads a table with read_table.py (delta-rs) or spark_read_table.py (Spark).
+func independent(t *testing.T, s *stacktest.Stack, r [2]string, location string) []map[string]any {
+	t.Helper()
+	cmd := exec.Command(r[0], filepath.Join(s.Root, "scripts", "python", r[1]), location)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s reading %s: %v\n%s", r[1], location, err, stderr.String())
+	}
+	var got struct {
+		Rows []map[string]any `json:"rows"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%s output: %v", r[1], err)
+	}
+	return got.Rows
 }
