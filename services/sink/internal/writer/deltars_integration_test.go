@@ -71,12 +71,7 @@ func readers(s *stacktest.Stack) []reader {
 	return []reader{{"delta-rs", s.DeltaPython, "read_table.py"}, {"spark", s.SparkPython, "spark_read_table.py"}}
 }
 
-// deltaRS reads a table with delta-rs; numbers stay exact (json.Number).
-func deltaRS(t *testing.T, s *stacktest.Stack, url string, opts []string) (int64, []map[string]any) {
-	return readWith(t, s, readers(s)[0], url, opts)
-}
-
-// readWith reads a table with one reader.
+// readWith reads a table with one reader; numbers stay exact (json.Number).
 func readWith(t *testing.T, s *stacktest.Stack, r reader, url string, opts []string) (int64, []map[string]any) {
 	t.Helper()
 	args := []string{filepath.Join(s.Root, "scripts", "python", r.script), url}
