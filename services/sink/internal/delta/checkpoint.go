@@ -195,3 +195,25 @@ func strMap(v any) map[string]string {
 	}
 	return m
 }
+
+// ReadRows returns every row of the table's latest version, file by file in path order. It reads
+// whole files: meant for tests, tools and small tables.
+func ReadRows(ctx context.Context, t *Table) ([]parquetio.Row, error) {
+	snap, err := t.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []parquetio.Row
+	for _, p := range sortedKeys(snap.Files) {
+		data, err := t.Store.Read(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := parquetio.Read(data, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}

@@ -53,29 +53,11 @@ func table(t *testing.T, mode string, batches [][]writer.Change) *writer.Writer 
 
 func allRows(t *testing.T, tb *delta.Table) []parquetio.Row {
 	t.Helper()
-	ctx := context.Background()
-	snap, err := tb.Snapshot(ctx)
+	rows, err := delta.ReadRows(context.Background(), tb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	paths := make([]string, 0, len(snap.Files))
-	for p := range snap.Files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	var out []parquetio.Row
-	for _, p := range paths {
-		data, err := tb.Store.Read(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := parquetio.Read(data, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r...)
-	}
-	return out
+	return rows
 }
 
 func sorted(rows []parquetio.Row) []string {

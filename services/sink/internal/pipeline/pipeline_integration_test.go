@@ -28,6 +28,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -133,24 +134,11 @@ func run(t *testing.T, p *Pipeline) (stop func()) {
 
 func rows(t *testing.T, w *writer.Writer) []parquetio.Row {
 	t.Helper()
-	ctx := context.Background()
-	snap, err := w.Table().Snapshot(ctx)
+	r, err := delta.ReadRows(context.Background(), w.Table())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []parquetio.Row
-	for p := range snap.Files {
-		data, err := w.Table().Store.Read(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := parquetio.Read(data, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r...)
-	}
-	return out
+	return r
 }
 
 // TestPipelineRoutesBatchesAndResumes feeds one topic into a mirror and a changelog table and a

@@ -17,6 +17,7 @@ import (
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -60,24 +61,11 @@ func newWriter(t *testing.T, dir string, cfg Config) *Writer {
 // readTable returns every row of the table's latest version, with this package's own reader.
 func readTable(t *testing.T, w *Writer) []parquetio.Row {
 	t.Helper()
-	ctx := context.Background()
-	snap, err := w.Table().Snapshot(ctx)
+	rows, err := delta.ReadRows(context.Background(), w.Table())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []parquetio.Row
-	for p := range snap.Files {
-		data, err := w.Table().Store.Read(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := parquetio.Read(data, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, rows...)
-	}
-	return out
+	return rows
 }
 
 func TestChangelogAppendsEveryChangeOnce(t *testing.T) {
