@@ -12,11 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/connect"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
-	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
-	"github.com/ddb2delta/ddb2delta/services/platform/registry"
-	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/capture"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
@@ -29,23 +27,12 @@ func main() {
 }
 
 func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
-	kopts, err := s.Kafka.Opts()
+	clients, err := connect.Open(ctx, s.Kafka, s.SchemaRegistry, rt.Health, rt.Log)
 	if err != nil {
 		return err
 	}
-	kc, err := kafkaclient.Connect(s.Kafka, rt.Health)
-	if err != nil {
-		return err
-	}
-	defer kc.Close()
-	srcl, err := registry.Connect(s.SchemaRegistry, rt.Health)
-	if err != nil {
-		return err
-	}
-	reg := serde.NewRegistry(srcl, rt.Log)
-	if err := reg.WaitReady(ctx); err != nil {
-		return err
-	}
+	defer clients.Close()
+	kopts, reg := clients.KafkaOpts, clients.Registry
 
 	awsCfg, err := s.DynamoDB.Load(ctx)
 	if err != nil {

@@ -15,9 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/connect"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
-	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
-	"github.com/ddb2delta/ddb2delta/services/platform/registry"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
@@ -33,23 +32,12 @@ func main() {
 }
 
 func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
-	kopts, err := s.Kafka.Opts()
+	clients, err := connect.Open(ctx, s.Kafka, s.SchemaRegistry, rt.Health, rt.Log)
 	if err != nil {
 		return err
 	}
-	kc, err := kafkaclient.Connect(s.Kafka, rt.Health)
-	if err != nil {
-		return err
-	}
-	defer kc.Close()
-	srcl, err := registry.Connect(s.SchemaRegistry, rt.Health)
-	if err != nil {
-		return err
-	}
-	reg := serde.NewRegistry(srcl, rt.Log)
-	if err := reg.WaitReady(ctx); err != nil {
-		return err
-	}
+	defer clients.Close()
+	kopts, kc, reg := clients.KafkaOpts, clients.Kafka, clients.Registry
 
 	var s3api storage.S3API
 	for _, t := range s.Tables {
