@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -100,7 +101,7 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 	var actions []delta.Action
 	var written []string
 	now := time.Now().UnixMilli()
-	for _, g := range slices.Sorted(mapsKeys(groups)) {
+	for _, g := range slices.Sorted(maps.Keys(groups)) {
 		files := groups[g]
 		if len(files) < cfg.MinFiles {
 			continue
@@ -164,16 +165,6 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 	res.Version = next.Version
 	log.Info("compacted", "table", cfg.Name, "version", res.Version, "files", res.Compacted, "into", res.Written)
 	return res, nil
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // kafkaLess orders changelog rows by topic, partition and offset.

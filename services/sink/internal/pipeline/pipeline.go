@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -94,14 +95,7 @@ func New(cfg Config, dec *serde.Decoder, dlq *serde.DeadLetterEncoder, m *Metric
 }
 
 // Topics returns every topic consumed, sorted.
-func (p *Pipeline) Topics() []string {
-	var out []string
-	for t := range p.byTopic {
-		out = append(out, t)
-	}
-	slices.Sort(out)
-	return out
-}
+func (p *Pipeline) Topics() []string { return slices.Sorted(maps.Keys(p.byTopic)) }
 
 // Run consumes until ctx is done, then commits what is buffered and returns.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -354,8 +348,13 @@ func (p *Pipeline) nextOffsets(topic string, partition int32) int64 {
 func (p *Pipeline) startOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	loaded := map[*tableState]bool{} // a table fed by several assigned topics is read once
 	for topic := range assigned {
 		for _, t := range p.byTopic[topic] {
+			if loaded[t] {
+				continue
+			}
+			loaded[t] = true
 			if err := t.Writer.Load(ctx); err != nil {
 				return nil, fmt.Errorf("reading table %s: %w", t.Name, err)
 			}
