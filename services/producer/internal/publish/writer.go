@@ -20,7 +20,14 @@ var ErrFenced = errors.New("fenced by a newer writer of the shard")
 
 // commitTimeout bounds one transaction's flush and commit. It is not tied to the service's
 // shutdown: cancelling a commit half-way leaves its outcome unknown (franz-go's EndTransaction doc).
-const commitTimeout = 30 * time.Second
+const commitTimeout = 15 * time.Second
+
+// transactionTimeout is how long the broker lets a transaction stay open before aborting it. A
+// writer that dies (or is abandoned) mid-transaction holds back the checkpoint topic's one
+// partition for read_committed readers until then, which stalls every shard's claim: keep it
+// short, but above commitTimeout so that a healthy commit is never cut off. (Seen once in a loaded
+// CI run with the old 1-minute value: a claim waited 60 s during lease rebalancing.)
+const transactionTimeout = 20 * time.Second
 
 // ShardWriter publishes one shard's pages, each in one transaction with its checkpoint.
 type ShardWriter struct {
@@ -39,7 +46,7 @@ func TransactionalID(prefix, streamARN, shard string) string {
 
 // NewShardWriter creates the shard's transactional client.
 func NewShardWriter(opts []kgo.Opt, txnID, checkpointTopic, streamARN, shard, owner string) (*ShardWriter, error) {
-	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(txnID), kgo.TransactionTimeout(time.Minute))...)
+	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(txnID), kgo.TransactionTimeout(transactionTimeout))...)
 	if err != nil {
 		return nil, fmt.Errorf("creating transactional client for shard %s: %w", shard, err)
 	}
