@@ -136,10 +136,11 @@ func TestProducerReplicasShareShards(t *testing.T) {
 			worst = max(worst, ev.TsMs.Sub(time.UnixMilli(ms)))
 		}
 	})
-	// Generous on purpose (shared 2-core machines, the whole suite running): a takeover waits for
-	// the lease to expire (3s), then the next lease round and rescan; a shard left unread would
-	// wait until the end of the test, far beyond this bound.
-	if bound := leaseDuration + 27*time.Second; worst > bound {
+	// Generous on purpose (shared 2-core machines, the whole suite running, Spark starting beside
+	// it; a CI run once went past 30 s): a takeover waits for the lease to expire (3s), then the
+	// next lease round and rescan. The bound catches a shard left unread until a transaction
+	// timeout or the end of the test; the measured wait is logged either way.
+	if bound := leaseDuration + 57*time.Second; worst > bound {
 		t.Fatalf("a change waited %s to be published; a takeover should take under %s", worst, bound)
 	}
 	t.Logf("%d records over 4 shards, each once; longest wait from write to publish %s", got, worst)

@@ -341,3 +341,23 @@ func ItemFromGenerated(m map[string]avrov1.AttributeValue, prefix string) (map[s
 	}
 	return out, nil
 }
+
+// AppendItem appends item as an Avro map of the lossless AttributeValue encoding (the document
+// encoding's image), keys sorted: one item has one encoding. For stores that keep items outside
+// Kafka, e.g. the enricher's join tables.
+func AppendItem(b []byte, item map[string]types.AttributeValue) ([]byte, error) {
+	return appendGenericMap(b, item, "")
+}
+
+// ReadItem decodes an item written by AppendItem.
+func ReadItem(data []byte) (map[string]types.AttributeValue, error) {
+	r := &reader{b: data}
+	m := readGenericMap(r, 1)
+	if r.err == nil && r.off != len(r.b) {
+		r.fail("%d bytes after the item", len(r.b)-r.off)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return m, nil
+}

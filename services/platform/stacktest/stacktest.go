@@ -83,7 +83,7 @@ func Require(t testing.TB, components ...string) *Stack {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, c := range components {
-				t.Logf("--- last lines of %s ---\n%s", s.LogPath(c), s.LogTail(c, 30))
+				t.Logf("--- last lines of %s ---\n%s", s.LogPath(c), s.LogTail(c, 15))
 			}
 		}
 	})
@@ -117,7 +117,7 @@ func (s *Stack) LogPath(component string) string {
 	return filepath.Join(s.RunDir, "logs", component+".log")
 }
 
-// LogTail returns the last n lines of a component's log.
+// LogTail returns the last n lines of a component's log, each cut to 400 bytes.
 func (s *Stack) LogTail(component string, n int) string {
 	raw, err := os.ReadFile(s.LogPath(component))
 	if err != nil {
@@ -126,6 +126,11 @@ func (s *Stack) LogTail(component string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines { // a registry access line can run to kilobytes
+		if len(l) > 400 {
+			lines[i] = l[:400] + " …"
+		}
 	}
 	return strings.Join(lines, "\n")
 }
