@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/hamba/avro/v2"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
@@ -97,6 +98,27 @@ func (e *TableEncoder) Encode(ctx context.Context, key avrov1.Key, ev *ddbavro.E
 	}
 	v, err = e.model.AppendTyped(AppendHeader(nil, e.valueID), ev)
 	return k, v, err
+}
+
+// Declare registers, before any event, a schema whose item record can hold item: a writer that
+// knows its items' shape up front (the enricher's projection) publishes it at start-up instead of
+// with the first event. Values of item only give their kinds. Typed encoding only.
+func (e *TableEncoder) Declare(ctx context.Context, item map[string]types.AttributeValue) error {
+	if e.encoding != ddbavro.Typed {
+		return fmt.Errorf("table %s: only the typed encoding declares a schema", e.table)
+	}
+	next, err := e.cloneModel()
+	if err != nil {
+		return err
+	}
+	changed, err := next.Evolve(item)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", e.table, err)
+	}
+	if !changed && e.valueID != 0 {
+		return nil
+	}
+	return e.evolve(ctx, &ddbavro.Event{After: item})
 }
 
 // evolve grows a copy of the model for ev and registers it; the model in use changes only once

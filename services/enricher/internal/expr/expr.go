@@ -30,16 +30,24 @@ type Env struct {
 	env *cel.Env
 }
 
-// NewEnv returns the environment.
-func NewEnv() (*Env, error) {
-	env, err := cel.NewEnv(
+// NewEnv returns the environment; each join adds a variable of its name, the matched item (an
+// empty map when a left join finds nothing). Optional field selection (after.?x.orValue(0)) is on.
+func NewEnv(joins ...string) (*Env, error) {
+	item := cel.MapType(cel.StringType, cel.DynType)
+	opts := []cel.EnvOption{
 		cel.Variable("op", cel.StringType),
-		cel.Variable("before", cel.MapType(cel.StringType, cel.DynType)),
-		cel.Variable("after", cel.MapType(cel.StringType, cel.DynType)),
-		cel.Variable("key", cel.MapType(cel.StringType, cel.DynType)),
-		cel.Variable("source", cel.MapType(cel.StringType, cel.DynType)),
-		ext.Strings(), ext.Lists(), ext.Sets(),
-	)
+		cel.Variable("before", item),
+		cel.Variable("after", item),
+		cel.Variable("item", item),
+		cel.Variable("key", item),
+		cel.Variable("source", item),
+		cel.OptionalTypes(),
+		ext.Strings(), ext.Lists(), ext.Sets(), ext.Math(), ext.Encoders(),
+	}
+	for _, j := range joins {
+		opts = append(opts, cel.Variable(j, item))
+	}
+	env, err := cel.NewEnv(opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +64,18 @@ type Schema struct {
 type Program struct {
 	Where  string // e.g. pipeline orders, filter
 	Source string
-	prg    cel.Program
+	// Type is the result's type as CEL checked it (dyn when it depends on the data).
+	Type *cel.Type
+	// Refs are the variables the expression reads.
+	Refs map[string]bool
+	// Copy is set when the expression is only a variable's attribute (after.total,
+	// customer["tier"]): the value can then be copied as it is, every digit of a number kept.
+	Copy *Attr
+	prg  cel.Program
 }
+
+// Attr names one attribute of one variable.
+type Attr struct{ Var, Name string }
 
 // sourceFields are the fields of the source variable.
 var sourceFields = []string{"table", "table_arn", "shard_id", "sequence_number", "approximate_creation_ms", "event_id",
@@ -80,7 +98,40 @@ func (e *Env) Compile(where, src string, schema *Schema, want *cel.Type) (*Progr
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return &Program{Where: where, Source: src, prg: prg}, nil
+	native := checked.NativeRep()
+	return &Program{Where: where, Source: src, Type: checked.OutputType(), Refs: refs(native.Expr()),
+		Copy: copyOf(native.Expr()), prg: prg}, nil
+}
+
+// refs returns the identifiers an expression reads (comprehension variables included: they
+// never collide with the event's names, which the environment declares).
+func refs(x ast.Expr) map[string]bool {
+	out := map[string]bool{}
+	ast.PreOrderVisit(x, ast.NewExprVisitor(func(e ast.Expr) {
+		if e.Kind() == ast.IdentKind {
+			out[e.AsIdent()] = true
+		}
+	}))
+	return out
+}
+
+// copyOf returns the attribute when x is v.name or v["name"] of an identifier v.
+func copyOf(x ast.Expr) *Attr {
+	switch x.Kind() {
+	case ast.SelectKind:
+		sel := x.AsSelect()
+		if sel.Operand().Kind() == ast.IdentKind && !sel.IsTestOnly() {
+			return &Attr{Var: sel.Operand().AsIdent(), Name: sel.FieldName()}
+		}
+	case ast.CallKind:
+		c := x.AsCall()
+		if c.FunctionName() == "_[_]" && len(c.Args()) == 2 && c.Args()[0].Kind() == ast.IdentKind && c.Args()[1].Kind() == ast.LiteralKind {
+			if name, ok := c.Args()[1].AsLiteral().Value().(string); ok {
+				return &Attr{Var: c.Args()[0].AsIdent(), Name: name}
+			}
+		}
+	}
+	return nil
 }
 
 // checkNames checks every before.x / after.x against the schema's attributes, and every source.x
@@ -99,7 +150,7 @@ func checkNames(checked *cel.Ast, schema *Schema) error {
 				loc := native.SourceInfo().GetStartLocation(x.ID())
 				at := fmt.Sprintf("%d:%d", loc.Line(), loc.Column()+1)
 				switch {
-				case (name == "before" || name == "after") && schema != nil && !slices.Contains(schema.Attributes, field):
+				case (name == "before" || name == "after" || name == "item") && schema != nil && !slices.Contains(schema.Attributes, field):
 					errs = append(errs, fmt.Errorf("%s: %s.%s: the input schema has no attribute %q (it has %s)", at, name, field, field, strings.Join(schema.Attributes, ", ")))
 				case name == "source" && !slices.Contains(sourceFields, field):
 					errs = append(errs, fmt.Errorf("%s: source.%s: no such field (source has %s)", at, field, strings.Join(sourceFields, ", ")))

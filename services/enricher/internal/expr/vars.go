@@ -46,7 +46,11 @@ func Vars(ev *ddbavro.Event, key avrov1.Key) (map[string]any, error) {
 			src[name] = *p
 		}
 	}
-	return map[string]any{"op": ev.Op, "before": before, "after": after, "key": k, "source": src}, nil
+	item := after // the item as the change left it, or as it was before a delete
+	if ev.Op == "d" {
+		item = before
+	}
+	return map[string]any{"op": ev.Op, "before": before, "after": after, "item": item, "key": k, "source": src}, nil
 }
 
 // Item converts an item image (nil: an empty map).

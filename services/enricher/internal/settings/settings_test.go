@@ -27,7 +27,7 @@ func TestValidate(t *testing.T) {
 		t.Fatal("invalid config accepted")
 	}
 	for _, w := range []string{"consumer_group: must be set", `pipelines[0].name: "a/b"`, "pipelines[0].inputs: must list",
-		`pipelines[1].inputs: "no spaces"`, `pipelines[2].name: pipeline "x" is defined twice`} {
+		`pipelines[1].inputs[0]: "no spaces"`, `pipelines[2].name: pipeline "x" is defined twice`} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error does not mention %q:\n%v", w, err)
 		}

@@ -1,0 +1,185 @@
+// Package run is the enricher's consume-transform-produce loop, exactly once through Kafka
+// transactions.
+//
+// One transactional consumer group session per replica (franz-go's GroupTransactSession, whose
+// offset commits carry the group's generation, KIP-447): each poll is one transaction holding the
+// batch's outputs, its dead letters and the input offsets after it. Either all of it commits or
+// none of it does, and then the session rewinds to the last committed offsets and the batch is
+// read again. A replica that lost its partitions in a rebalance cannot commit (the commit is
+// refused for the old generation and the transaction aborted), and a replica restarted with the
+// same transactional id fences its previous incarnation, aborting its open transaction. With
+// read_committed input and RequireStableFetchOffsets, a new owner of a partition waits for a
+// pending commit to settle before reading its offset.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ddb2delta/ddb2delta/services/enricher/internal/pipeline"
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/health"
+)
+
+// Config is the loop's configuration.
+type Config struct {
+	Kafka              []kgo.Opt
+	Group              string
+	TransactionalID    string
+	TransactionTimeout time.Duration
+	MaxPollRecords     int
+}
+
+// Loop consumes, transforms and produces until ctx is done.
+type Loop struct {
+	cfg      Config
+	engine   *pipeline.Engine
+	metrics  *Metrics
+	progress *health.Progress
+	log      *slog.Logger
+}
+
+// New returns the loop.
+func New(cfg Config, e *pipeline.Engine, m *Metrics, progress *health.Progress, log *slog.Logger) *Loop {
+	return &Loop{cfg: cfg, engine: e, metrics: m, progress: progress, log: log}
+}
+
+// Run runs the session until ctx is done; on SIGTERM (ctx cancelled) the batch in hand is
+// committed or aborted, then the group is left so the partitions move at once.
+func (l *Loop) Run(ctx context.Context) error {
+	sess, err := kgo.NewGroupTransactSession(append(l.cfg.Kafka[:len(l.cfg.Kafka):len(l.cfg.Kafka)],
+		kgo.ConsumerGroup(l.cfg.Group),
+		kgo.ConsumeTopics(l.engine.Inputs()...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.TransactionalID(l.cfg.TransactionalID),
+		kgo.TransactionTimeout(l.cfg.TransactionTimeout),
+		kgo.SessionTimeout(10*time.Second),
+	)...)
+	if err != nil {
+		return fmt.Errorf("creating the transactional session: %w", err)
+	}
+	defer sess.Close()
+	b := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	for {
+		fs := sess.PollRecords(ctx, l.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			l.log.Warn("fetching", "topic", t, "partition", p, "error", err)
+		})
+		var recs []*kgo.Record
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		l.lag(fs)
+		if len(recs) == 0 {
+			continue
+		}
+		committed, err := l.transact(ctx, sess, recs)
+		switch {
+		case errors.Is(err, pipeline.Transient):
+			l.log.Warn("a batch could not be processed; it will be read again", "records", len(recs), "error", err)
+			if backoff.Sleep(ctx, b.Next()) != nil {
+				return nil
+			}
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case committed:
+			b.Reset()
+			l.progress.Advanced()
+		}
+	}
+}
+
+// transact processes one batch in one transaction.
+func (l *Loop) transact(ctx context.Context, sess *kgo.GroupTransactSession, recs []*kgo.Record) (bool, error) {
+	start := time.Now()
+	if err := sess.Begin(); err != nil {
+		return false, fmt.Errorf("beginning a transaction: %w", err)
+	}
+	// Processing and producing finish even when ctx is cancelled (SIGTERM), within bounds, so
+	// that the batch in hand commits instead of being redone by the next owner.
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout)
+	defer cancel()
+	out, err := l.engine.Process(work, recs)
+	if err != nil {
+		if _, aerr := sess.End(work, kgo.TryAbort); aerr != nil {
+			return false, fmt.Errorf("aborting after %v: %w", err, aerr)
+		}
+		l.metrics.transactions.WithLabelValues("aborted").Inc()
+		return false, err
+	}
+	produceErr := sess.ProduceSync(work, out...).FirstErr()
+	end := kgo.TryCommit
+	if produceErr != nil {
+		end = kgo.TryAbort
+	}
+	committed, err := sess.End(work, end)
+	if err != nil {
+		l.metrics.transactions.WithLabelValues("failed").Inc()
+		return false, fmt.Errorf("ending the transaction: %w", err)
+	}
+	if produceErr != nil {
+		l.metrics.transactions.WithLabelValues("aborted").Inc()
+		return false, fmt.Errorf("%w: producing: %v", pipeline.Transient, produceErr)
+	}
+	if !committed {
+		// A rebalance took partitions away mid-batch: the new owners redo it.
+		l.metrics.transactions.WithLabelValues("aborted").Inc()
+		l.log.Info("transaction aborted by a rebalance; the batch is redone by the partitions' owners", "records", len(recs))
+		return false, nil
+	}
+	l.metrics.transactions.WithLabelValues("committed").Inc()
+	l.metrics.latency.Observe(time.Since(start).Seconds())
+	l.metrics.records.Add(float64(len(recs)))
+	return true, nil
+}
+
+// lag publishes each fetched partition's distance from its high watermark.
+func (l *Loop) lag(fs kgo.Fetches) {
+	var total int64
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		lag := max(0, p.HighWatermark-(p.Records[len(p.Records)-1].Offset+1))
+		l.metrics.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(lag))
+		total += lag + int64(len(p.Records))
+	})
+	l.progress.SetPending(total)
+}
+
+// Metrics are the loop's metrics.
+type Metrics struct {
+	transactions *prometheus.CounterVec
+	latency      prometheus.Histogram
+	records      prometheus.Counter
+	lag          *prometheus.GaugeVec
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_enricher_transactions_total",
+			Help: "Transactions by result: committed, aborted (redone), failed."}, []string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ddb2delta_enricher_transaction_seconds",
+			Help: "Time from a batch's first record in hand to its transaction committed.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "ddb2delta_enricher_records_committed_total",
+			Help: "Input records whose outputs and offsets were committed."}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_enricher_lag_records",
+			Help: "Records between the last fetched offset and the high watermark, per input partition."}, []string{"topic", "partition"}),
+	}
+	reg.MustRegister(m.transactions, m.latency, m.records, m.lag)
+	return m
+}
