@@ -284,3 +284,13 @@ func loadString(body string, st *settings.Settings) error {
 	f.Close()
 	return config.LoadEnviron(f.Name(), settings.EnvPrefix, nil, st)
 }
+
+func TestSampleConfigCompiles(t *testing.T) {
+	st := settings.Defaults()
+	if err := config.LoadEnviron("../../../../deploy/config/enricher.yaml", settings.EnvPrefix, nil, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(st); err != nil {
+		t.Fatalf("deploy/config/enricher.yaml: %v", err)
+	}
+}
