@@ -143,7 +143,7 @@ func (t *Table) prepare(ctx context.Context) (starts, ends map[int32]int64, err 
 	if !ok || d.Err != nil {
 		return nil, nil, fmt.Errorf("topic %s is not readable (does it exist?): %v", t.Topic, d.Err)
 	}
-	id := fmt.Sprintf("%x", d.ID)
+	id := d.ID.String()
 	stored, _, err := t.store.get(metaKey(t.Name, "topic_id"))
 	if err != nil {
 		return nil, nil, err
@@ -164,24 +164,38 @@ func (t *Table) prepare(ctx context.Context) (starts, ends map[int32]int64, err 
 	} else if ok {
 		t.setKeyNames(strings.Split(string(names), "\x00"))
 	}
-	if starts, err = t.store.offsets(t.Name); err != nil {
-		return nil, nil, err
-	}
 	endOffsets, err := t.adm.ListEndOffsets(ctx, t.Topic)
 	if err != nil {
 		return nil, nil, err
 	}
-	ends = map[int32]int64{}
-	endOffsets.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil {
-			ends[o.Partition] = o.Offset
-		}
-		if _, ok := starts[o.Partition]; !ok {
-			starts[o.Partition] = 0
-		}
-	})
 	if err := endOffsets.Error(); err != nil {
 		return nil, nil, err
+	}
+	ends = map[int32]int64{}
+	endOffsets.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
+	if starts, err = t.store.offsets(t.Name); err != nil {
+		return nil, nil, err
+	}
+	// A stored offset beyond the end: the topic was created again, and the metadata that said
+	// otherwise was a cached answer. Start afresh.
+	for p, o := range starts {
+		if end, ok := ends[p]; !ok || o > end {
+			t.log.Warn("the store is ahead of the topic (created again?); reading it afresh", "partition", p, "stored", o, "end", end)
+			if err := t.store.clear(t.Name); err != nil {
+				return nil, nil, err
+			}
+			if err := t.store.db.Set(metaKey(t.Name, "topic_id"), []byte(id), pebble.Sync); err != nil {
+				return nil, nil, err
+			}
+			starts = map[int32]int64{}
+			t.setKeyNames(nil)
+			break
+		}
+	}
+	for p := range ends {
+		if _, ok := starts[p]; !ok {
+			starts[p] = 0
+		}
 	}
 	t.setCount()
 	return starts, ends, nil

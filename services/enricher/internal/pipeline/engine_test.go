@@ -294,3 +294,26 @@ func TestSampleConfigCompiles(t *testing.T) {
 		t.Fatalf("deploy/config/enricher.yaml: %v", err)
 	}
 }
+
+// TestReadmeExamplesCompile loads every YAML example of the README and compiles its pipelines.
+func TestReadmeExamplesCompile(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(raw), "```yaml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("%d YAML examples in the README", len(blocks))
+	}
+	for i, b := range blocks {
+		body := b[:strings.Index(b, "```")]
+		st := settings.Defaults()
+		if err := loadString(body, st); err != nil {
+			t.Errorf("example %d: %v", i+1, err)
+			continue
+		}
+		if err := Validate(st); err != nil {
+			t.Errorf("example %d: %v", i+1, err)
+		}
+	}
+}
