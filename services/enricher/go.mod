@@ -84,3 +84,8 @@ replace (
 	github.com/ddb2delta/ddb2delta/proto => ../../proto
 	github.com/ddb2delta/ddb2delta/services/platform => ../platform
 )
+
+// cockroachdb/errors (through Pebble) requires a genproto from before googleapis/api became its
+// own module, which cel-go imports: both would provide the same package. Excluding the old one
+// makes the newer, split genproto apply.
+exclude google.golang.org/genproto v0.0.0-20230410155749-daa745c078e1

@@ -63,7 +63,9 @@ func createProducts(t *testing.T, ctx context.Context, ddb *dynamodb.Client, tab
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)}) })
+	t.Cleanup(func() {
+		_, _ = ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
 	for sku, cat := range items {
 		if _, err := ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table),
 			Item: map[string]types.AttributeValue{"sku": str(sku), "category": str(cat)}}); err != nil {
@@ -240,4 +242,3 @@ func foreignConsume(t *testing.T, s *stacktest.Stack, topic string, n int) []map
 	}
 	return recs
 }
-

@@ -122,7 +122,7 @@ func (t *Table) follow(ctx context.Context) error {
 		}
 		var recs []*kgo.Record
 		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if err := t.apply(ctx, recs); err != nil {
+		if err := t.Apply(ctx, recs); err != nil {
 			return err
 		}
 		for _, r := range recs {
@@ -228,11 +228,11 @@ func (t *Table) reportRestore(pos, ends map[int32]int64) {
 	}
 }
 
-// apply writes a fetch's changes and the partitions' next offsets in one atomic batch. Control
+// Apply writes a fetch's changes and the partitions' next offsets in one atomic batch. Control
 // records only move offsets. A record that cannot be decoded is skipped with an error log and a
 // metric (every replica reads it, so a dead letter would be written once per replica); a
 // registry outage fails the whole batch, which is then fetched again.
-func (t *Table) apply(ctx context.Context, recs []*kgo.Record) error {
+func (t *Table) Apply(ctx context.Context, recs []*kgo.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}

@@ -72,9 +72,9 @@ func (e *Engine) Outputs() []string {
 	return out
 }
 
-// Transient is returned (wrapped) when a batch could not be processed because a service did not
+// ErrTransient is returned (wrapped) when a batch could not be processed because a service did not
 // answer: the caller aborts the transaction and tries the batch again.
-var Transient = errors.New("transient failure")
+var ErrTransient = errors.New("transient failure")
 
 // failure is a dead letter's cause.
 type failure struct {
@@ -102,7 +102,7 @@ type work struct {
 
 // Process turns records into output records: for each input record in order, the enriched
 // events of the pipelines reading its topic, or dead letters. Output order follows input order,
-// so per-key order is kept. An error wrapping Transient leaves nothing produced.
+// so per-key order is kept. An error wrapping ErrTransient leaves nothing produced.
 func (e *Engine) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record, error) {
 	type decoded struct {
 		key  avrov1.Key
@@ -123,7 +123,7 @@ func (e *Engine) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 		}
 		d.ev, _, err = e.dec.Decode(ctx, r.Value)
 		if serde.Transient(err) {
-			return nil, fmt.Errorf("%w: decoding %s/%d@%d: %v", Transient, r.Topic, r.Partition, r.Offset, err)
+			return nil, fmt.Errorf("%w: decoding %s/%d@%d: %v", ErrTransient, r.Topic, r.Partition, r.Offset, err)
 		}
 		if err != nil {
 			d.dead = fail("decode", err)
@@ -282,7 +282,7 @@ func (e *Engine) join(ctx context.Context, c *compiled, j *join, works []*work) 
 	}
 	found, bad, err := j.source.Resolve(ctx, reqs)
 	if err != nil {
-		return fmt.Errorf("%w: pipeline %s, join %s (%s): %v", Transient, c.name, j.as, j.what, err)
+		return fmt.Errorf("%w: pipeline %s, join %s (%s): %v", ErrTransient, c.name, j.as, j.what, err)
 	}
 	for i, w := range works {
 		if matches[i] == nil {
@@ -427,7 +427,7 @@ func (e *Engine) emit(ctx context.Context, c *compiled, w *work) error {
 	}
 	k, v, err := c.enc.Encode(ctx, key, out)
 	if serde.Transient(err) {
-		return fmt.Errorf("%w: pipeline %s: encoding: %v", Transient, c.name, err)
+		return fmt.Errorf("%w: pipeline %s: encoding: %v", ErrTransient, c.name, err)
 	}
 	if err != nil {
 		w.dead = fail("schema", fmt.Errorf("pipeline %s: encoding the output: %w", c.name, err))
@@ -490,7 +490,7 @@ func (e *Engine) deadLetter(w *work) (*kgo.Record, error) {
 	}
 	b, err := e.dlq.Encode(dl)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encoding a dead letter: %v", Transient, err)
+		return nil, fmt.Errorf("%w: encoding a dead letter: %v", ErrTransient, err)
 	}
 	return &kgo.Record{Topic: e.dlqTopic, Key: r.Key, Value: b,
 		Headers: []kgo.RecordHeader{{Key: "ddb2delta.error", Value: []byte(w.dead.err.Error())}}}, nil

@@ -56,7 +56,7 @@ func (m *mapSource) put(t *testing.T, key map[string]types.AttributeValue, item 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 func n(v string) types.AttributeValue { return &types.AttributeValueMemberN{Value: v} }
 
-func registry(t *testing.T) *serde.Registry {
+func registry(t testing.TB) *serde.Registry {
 	t.Helper()
 	f := srfake.New()
 	t.Cleanup(f.Close)

@@ -9,7 +9,7 @@
 // refused for the old generation and the transaction aborted), and a replica restarted with the
 // same transactional id fences its previous incarnation, aborting its open transaction. With
 // read_committed input and RequireStableFetchOffsets, a new owner of a partition waits for a
-// pending commit to settle before reading its offset.
+// pending commit to settle before reading its offset (RequireStable, always on in franz-go).
 package run
 
 import (
@@ -59,7 +59,6 @@ func (l *Loop) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(l.engine.Inputs()...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.TransactionalID(l.cfg.TransactionalID),
 		kgo.TransactionTimeout(l.cfg.TransactionTimeout),
 		kgo.SessionTimeout(10*time.Second),
@@ -85,7 +84,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		committed, err := l.transact(ctx, sess, recs)
 		switch {
-		case errors.Is(err, pipeline.Transient):
+		case errors.Is(err, pipeline.ErrTransient):
 			l.log.Warn("a batch could not be processed; it will be read again", "records", len(recs), "error", err)
 			if backoff.Sleep(ctx, b.Next()) != nil {
 				return nil
@@ -132,7 +131,7 @@ func (l *Loop) transact(ctx context.Context, sess *kgo.GroupTransactSession, rec
 	}
 	if produceErr != nil {
 		l.metrics.transactions.WithLabelValues("aborted").Inc()
-		return false, fmt.Errorf("%w: producing: %v", pipeline.Transient, produceErr)
+		return false, fmt.Errorf("%w: producing: %v", pipeline.ErrTransient, produceErr)
 	}
 	if !committed {
 		// A rebalance took partitions away mid-batch: the new owners redo it.

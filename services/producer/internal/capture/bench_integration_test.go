@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/benchutil"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
@@ -25,13 +25,6 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams/streamsfake"
 )
-
-// cpuTime is this process's user + system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // benchItem is a typical order item of about 200 bytes.
 func benchItem(i int) map[string]st.AttributeValue {
@@ -78,7 +71,7 @@ func BenchmarkProducerPipeline(b *testing.B) {
 		}
 		table := changes.Table{Name: "bench", StreamARN: fake.ARN, ViewType: "NEW_AND_OLD_IMAGES", PartitionKey: "pk"}
 		for b.Loop() {
-			wall, cpu := time.Now(), cpuTime()
+			wall, cpu := time.Now(), benchutil.CPUTime()
 			for _, r := range page.Records {
 				ev, key, err := changes.Convert(table, "shard-0000", r, time.Now())
 				if err != nil {
@@ -88,7 +81,7 @@ func BenchmarkProducerPipeline(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			report(b, n, time.Since(wall), cpuTime()-cpu)
+			report(b, n, time.Since(wall), benchutil.CPUTime()-cpu)
 		}
 	})
 	b.Run("replay-to-kafka", func(b *testing.B) {
@@ -132,7 +125,7 @@ func BenchmarkProducerPipeline(b *testing.B) {
 func (f *fixture) runUntilPublished(b *testing.B, cfg Config, api streams.API, n int) {
 	ctx, cancel := context.WithCancel(stacktest.Context(b, 5*time.Minute))
 	reg := prometheus.NewRegistry()
-	wall, cpu := time.Now(), cpuTime()
+	wall, cpu := time.Now(), benchutil.CPUTime()
 	c := New(cfg, f.reg, api, f.ddb, f.leases(), NewMetrics(reg), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -142,7 +135,7 @@ func (f *fixture) runUntilPublished(b *testing.B, cfg Config, api streams.API, n
 		}
 		return nil
 	})
-	w, u := time.Since(wall), cpuTime()-cpu
+	w, u := time.Since(wall), benchutil.CPUTime()-cpu
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)

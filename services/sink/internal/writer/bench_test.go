@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,17 +13,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/benchutil"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
 )
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // eventBytes is the size of a bench event's item, as DynamoDB counts it: about 500 bytes.
 const eventBytes = 500
@@ -83,20 +77,20 @@ func BenchmarkSinkWriter(b *testing.B) {
 		}
 		schema := lay.Schema()
 		b.ResetTimer()
-		start, cpu := time.Now(), cpuTime()
+		start, cpu := time.Now(), benchutil.CPUTime()
 		for range b.N {
 			if _, _, err := parquetio.Write(schema, nil, rows, parquetio.Options{}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		report(b, b.N*batch, time.Since(start), cpuTime()-cpu)
+		report(b, b.N*batch, time.Since(start), benchutil.CPUTime()-cpu)
 	})
 	b.Run("changelog", func(b *testing.B) {
 		st, _ := storage.NewLocal(b.TempDir())
 		w := New(Config{Name: "bench", Mode: layout.Changelog}, st, slog.New(slog.DiscardHandler))
 		off := int64(0)
 		b.ResetTimer()
-		start, cpu := time.Now(), cpuTime()
+		start, cpu := time.Now(), benchutil.CPUTime()
 		for n := range b.N {
 			for i := range changes {
 				off++
@@ -107,7 +101,7 @@ func BenchmarkSinkWriter(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		report(b, b.N*batch, time.Since(start), cpuTime()-cpu)
+		report(b, b.N*batch, time.Since(start), benchutil.CPUTime()-cpu)
 	})
 	b.Run("mirror-1m-1pct", func(b *testing.B) {
 		const size = 1_000_000
@@ -127,7 +121,7 @@ func BenchmarkSinkWriter(b *testing.B) {
 		}
 		rng := rand.New(rand.NewPCG(1, 2))
 		b.ResetTimer()
-		start, cpu := time.Now(), cpuTime()
+		start, cpu := time.Now(), benchutil.CPUTime()
 		rewritten := 0
 		for range b.N {
 			upd := make([]Change, batch)
@@ -142,7 +136,7 @@ func BenchmarkSinkWriter(b *testing.B) {
 			}
 			rewritten += res.Rewritten
 		}
-		report(b, b.N*batch, time.Since(start), cpuTime()-cpu)
+		report(b, b.N*batch, time.Since(start), benchutil.CPUTime()-cpu)
 		b.ReportMetric(float64(rewritten)/float64(b.N), "files-rewritten/op")
 	})
 }
