@@ -4,7 +4,10 @@
 This is the independent reader the tests and `make dev` use: it shares no code with ddb2delta's
 own Delta writer. Output: {"version": N, "schema": {...}, "num_rows": N, "rows": [...]}.
 
-    read_table.py LOCATION [--limit N] [--sort COL] [--storage-option KEY=VALUE ...]
+    read_table.py LOCATION [--limit N] [--sort COL] [--with-file] [--storage-option KEY=VALUE ...]
+
+--with-file adds to each row a "_file" column: the data file holding it, relative to the table
+(a local table only), so a row can be traced to the commit that added its file.
 
 LOCATION is a directory or an s3:// URL. For S3 against a local server pass, e.g.,
 --storage-option AWS_ENDPOINT_URL=http://127.0.0.1:17070 --storage-option AWS_ALLOW_HTTP=true.
@@ -30,12 +33,27 @@ def jsonable(value):
     raise TypeError(f"cannot print {type(value).__name__}")
 
 
+def with_files(table, location):
+    """The table's rows, each with the data file it came from (relative to the table)."""
+    import pyarrow as pa
+
+    parts = []
+    for frag in table.to_pyarrow_dataset().get_fragments():
+        t = frag.to_table()
+        rel = os.path.relpath(frag.path, os.path.abspath(location))
+        parts.append(t.append_column("_file", pa.array([rel] * t.num_rows, pa.string())))
+    if not parts:
+        return table.to_pyarrow_table()
+    return pa.concat_tables(parts, promote_options="default")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("location")
     ap.add_argument("--limit", type=int, default=0, help="print at most N rows (0: all)")
     ap.add_argument("--sort", action="append", default=[], help="sort rows by this column (repeatable)")
     ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--with-file", action="store_true", help="add each row's data file as _file")
     args = ap.parse_args()
 
     opts = {}
@@ -46,7 +64,10 @@ def main() -> int:
         opts[key] = val
     try:
         table = DeltaTable(args.location, storage_options=opts or None)
-        data = table.to_pyarrow_table()
+        if args.with_file:
+            data = with_files(table, args.location)
+        else:
+            data = table.to_pyarrow_table()
     except Exception as exc:  # report which table could not be read, and why
         print(f"read_table: cannot read Delta table {args.location}: {exc}", file=sys.stderr)
         return 1

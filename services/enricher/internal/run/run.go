@@ -25,6 +25,7 @@ import (
 
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/pipeline"
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 )
 
@@ -120,6 +121,7 @@ func (l *Loop) transact(ctx context.Context, sess *kgo.GroupTransactSession, rec
 		return false, err
 	}
 	produceErr := sess.ProduceSync(work, out...).FirstErr()
+	fault.Point(fault.EnricherInTransaction)
 	end := kgo.TryCommit
 	if produceErr != nil {
 		end = kgo.TryAbort

@@ -12,6 +12,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 )
 
 // ErrFenced is returned (wrapped) when another writer has taken the shard over: this writer must
@@ -120,6 +122,7 @@ func (w *ShardWriter) transact(ctx context.Context, records []*kgo.Record) error
 		})
 	}
 	wg.Wait()
+	fault.Point(fault.ProducerInTransaction)
 	commit := kgo.TryCommit
 	if firstErr != nil {
 		commit = kgo.TryAbort

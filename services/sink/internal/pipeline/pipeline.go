@@ -26,9 +26,9 @@ import (
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
-	"github.com/ddb2delta/ddb2delta/services/sink/internal/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
 )

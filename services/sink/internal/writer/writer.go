@@ -31,8 +31,8 @@ import (
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
-	"github.com/ddb2delta/ddb2delta/services/sink/internal/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"

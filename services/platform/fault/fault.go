@@ -1,6 +1,7 @@
-// Package fault kills the process at a named point of the commit path, for crash tests that must
-// hit one exact instant (after the Parquet files are written but before the Delta commit; after
-// the commit but before the Kafka offsets are committed). It is off unless the environment
+// Package fault kills the process at a named point of a commit path, for crash tests that must
+// hit one exact instant (the sink: after the Parquet files are written but before the Delta
+// commit, after the commit but before the Kafka offsets; the producer and the enricher: with a
+// transaction's records produced but the transaction not ended). It is off unless the environment
 // variable DDB2DELTA_TEST_FAULT is set to "<point>:<n>": the n-th time the process reaches the
 // point, it sends itself SIGKILL, exactly like kill -9.
 package fault
@@ -14,10 +15,13 @@ import (
 	"syscall"
 )
 
-// The points the sink declares.
+// The points the services declare.
 const (
-	AfterParquet = "after-parquet" // data files written, commit not attempted
-	AfterCommit  = "after-commit"  // Delta commit done, Kafka offsets not committed
+	AfterParquet = "after-parquet" // sink: data files written, commit not attempted
+	AfterCommit  = "after-commit"  // sink: Delta commit done, Kafka offsets not committed
+	// producer and enricher: a transaction's records produced, the transaction not ended
+	ProducerInTransaction = "producer-in-transaction"
+	EnricherInTransaction = "enricher-in-transaction"
 )
 
 var (
