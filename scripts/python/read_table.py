@@ -40,7 +40,9 @@ def with_files(table, location):
     parts = []
     for frag in table.to_pyarrow_dataset().get_fragments():
         t = frag.to_table()
-        rel = os.path.relpath(frag.path, os.path.abspath(location))
+        rel = frag.path  # relative to the table already, or absolute (depends on the version)
+        if os.path.isabs(rel):
+            rel = os.path.relpath(rel, os.path.abspath(location))
         parts.append(t.append_column("_file", pa.array([rel] * t.num_rows, pa.string())))
     if not parts:
         return table.to_pyarrow_table()

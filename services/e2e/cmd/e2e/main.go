@@ -476,10 +476,10 @@ tables_root: %[4]s
 dead_letters: %[1]s.dlq.sink
 batch: {max_age: 500ms}
 tables:
-  - {name: orders_mirror, topics: [%[1]s.cdc.%[2]s], mode: mirror}
-  - {name: orders_changelog, topics: [%[1]s.cdc.%[2]s], mode: changelog}
-  - {name: customers_mirror, topics: [%[1]s.cdc.%[3]s], mode: mirror}
-  - {name: orders_enriched, topics: [%[1]s.enriched.orders_enriched], mode: mirror}
+  - {name: orders_mirror, location: orders_mirror, topics: [%[1]s.cdc.%[2]s], mode: mirror}
+  - {name: orders_changelog, location: orders_changelog, topics: [%[1]s.cdc.%[2]s], mode: changelog}
+  - {name: customers_mirror, location: customers_mirror, topics: [%[1]s.cdc.%[3]s], mode: mirror}
+  - {name: orders_enriched, location: orders_enriched, topics: [%[1]s.enriched.orders_enriched], mode: mirror}
 `, runID, orders, customers, deltaRoot),
 	}
 	out := map[string]string{}
