@@ -1,6 +1,6 @@
 # ddb2delta — each target is a line or two; the work is in scripts/.
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit test-integration dev stack-up stack-down stack-status bench lint gen
+.PHONY: help build test test-unit test-integration e2e chaos dev stack-up stack-down stack-status bench lint gen
 
 SERVICES := producer enricher sink
 
@@ -10,7 +10,7 @@ help: ## list the targets
 build: ## build the three services into bin/
 	go build -o bin/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s))
 
-test: ## everything: unit tests, stack up, integration tests, stack down
+test: ## everything: unit tests, stack up, integration tests, e2e, a short chaos run, stack down
 	scripts/test all
 
 test-unit: ## unit tests only (no network)
@@ -18,6 +18,12 @@ test-unit: ## unit tests only (no network)
 
 test-integration: ## integration tests against the native stack (started if needed)
 	scripts/test integration
+
+e2e: ## the three services on the stack, a workload, the Delta tables checked; prints E2E PASS/FAIL
+	scripts/e2e e2e
+
+chaos: ## e2e while services are killed, restarted and scaled; prints CHAOS PASS/FAIL
+	scripts/e2e chaos
 
 dev: ## the stack, the three services and a load generator; Ctrl-C stops all of it
 	scripts/dev

@@ -180,20 +180,31 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := f.waitMetric(ctx, "enricher", "ddb2delta_enricher_state_entries", float64(o.customers), 2*time.Minute); err != nil {
 		return nil, err
 	}
-	wctx, stopChaos := context.WithCancel(ctx)
+	// The workload runs for the duration, and in chaos mode until the whole schedule is done.
+	wctx, stopWatch := context.WithCancel(ctx)
 	chaosDone := make(chan error, 1)
+	scheduleDone := make(chan struct{})
 	if o.chaos {
-		go func() { chaosDone <- chaos(wctx, f, ids, o.duration) }()
+		go func() { chaosDone <- chaos(ctx, f, ids, o.duration); close(scheduleDone) }()
 	} else {
+		close(scheduleDone)
 		go func() { chaosDone <- watch(wctx, f) }()
 	}
-	werr := w.run(ctx, o.duration)
-	stopChaos()
+	werr := w.run(ctx, o.duration, scheduleDone)
+	stopWatch()
 	if err := <-chaosDone; err != nil {
 		return nil, err
 	}
 	if werr != nil {
 		return nil, werr
+	}
+	if o.chaos {
+		say("kills (SIGKILL or an injected fault) per service: %v", f.kills)
+		for _, svc := range []string{"producer", "enricher", "sink"} {
+			if f.kills[svc] < 3 {
+				return nil, fmt.Errorf("the schedule killed %s %d times, not at least 3", svc, f.kills[svc])
+			}
+		}
 	}
 	say("workload done: %v, %d orders live", w.ops, len(w.live))
 	// Every service runs at least one replica for the drain.
@@ -376,7 +387,7 @@ func chaos(ctx context.Context, f *fleet, ids map[string]string, d time.Duration
 			return nil
 		case <-time.After(gap):
 		}
-		if r := f.exited(); r != nil && !strings.Contains(r.id, "fault") {
+		if r := f.exited(); r != nil {
 			return fmt.Errorf("%s exited on its own; its log:\n%s", r.id, tail(r.logPath, 40))
 		}
 		rs := f.running(a.svc)
@@ -414,8 +425,9 @@ func chaos(ctx context.Context, f *fleet, ids map[string]string, d time.Duration
 				f.kills[a.svc]++
 				f.mu.Unlock()
 				say("chaos: %s died at its fault point", r.id)
-			case <-time.After(gap * 2):
-				f.kill(r) // the point was not reached in time: an ordinary kill instead
+			case <-time.After(45 * time.Second):
+				say("chaos: %s did not reach its fault point; killing it", r.id)
+				f.kill(r)
 			case <-ctx.Done():
 				f.kill(r)
 			}

@@ -132,8 +132,8 @@ func (w *workload) writeCustomers(ctx context.Context) error {
 	return nil
 }
 
-// run writes orders at the configured rate for d.
-func (w *workload) run(ctx context.Context, d time.Duration) error {
+// run writes orders at the configured rate for d, and after that until until is closed.
+func (w *workload) run(ctx context.Context, d time.Duration, until <-chan struct{}) error {
 	tick := time.NewTicker(time.Second / time.Duration(w.rate))
 	defer tick.Stop()
 	start := time.Now()
@@ -142,13 +142,20 @@ func (w *workload) run(ctx context.Context, d time.Duration) error {
 		next++
 		return orderKey{id: fmt.Sprintf("order-%05d", next), line: 1 + w.r.IntN(3)}
 	}
-	for time.Since(start) < d {
+	for {
+		if time.Since(start) >= d {
+			select {
+			case <-until:
+				return nil
+			default:
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
 		}
-		late := time.Since(start) > d/2
+		late := time.Since(start) > d/2 // new attributes from here on
 		var err error
 		op := w.r.IntN(10)
 		if len(w.live) < 5 {
@@ -217,5 +224,4 @@ func (w *workload) run(ctx context.Context, d time.Duration) error {
 			return fmt.Errorf("workload: %w", err)
 		}
 	}
-	return nil
 }
