@@ -1,6 +1,6 @@
 # ddb2delta — each target is a line or two; the work is in scripts/.
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit test-integration e2e chaos dev stack-up stack-down stack-status bench lint gen
+.PHONY: help build test test-unit test-integration e2e chaos dev show stack-up stack-down stack-status bench lint gen
 
 SERVICES := producer enricher sink
 
@@ -27,6 +27,9 @@ chaos: ## e2e while services are killed, restarted and scaled; prints CHAOS PASS
 
 dev: ## the stack, the three services and a load generator; Ctrl-C stops all of it
 	scripts/dev
+
+show: ## a make dev Delta table filling up (TABLE=orders_mirror, orders_changelog, big_orders; ROWS=10)
+	scripts/show $(or $(TABLE),orders_mirror) $(or $(ROWS),10)
 
 stack-up: ## start the native stack (Kafka, registry, DynamoDB Local, S3, Prometheus)
 	scripts/stack up

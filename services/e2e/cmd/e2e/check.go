@@ -385,6 +385,10 @@ type checker struct {
 	root                    string
 	orders, customers       string
 	ordersARN, customersARN string
+
+	// from the last check
+	ordersEvents, changelogRows int
+	lastCommit                  time.Time
 }
 
 const diffsShown = 5
@@ -414,6 +418,7 @@ func (c *checker) check(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	res.events = len(ordersRecs) + len(customersRecs)
+	c.ordersEvents = len(ordersRecs)
 
 	// The enriched table's expected rows: each order whose customer exists, projected.
 	enriched := map[string]map[string]types.AttributeValue{}
@@ -482,6 +487,12 @@ func (c *checker) check(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	var lat []time.Duration
+	c.changelogRows = len(t.Rows)
+	for _, ts := range times {
+		if ts.After(c.lastCommit) {
+			c.lastCommit = ts
+		}
+	}
 	for _, row := range t.Rows {
 		id, _ := row["_event_id"].(string)
 		at := fmt.Sprintf("%v[%v]@%v", row["_kafka_topic"], row["_kafka_partition"], row["_kafka_offset"])

@@ -46,9 +46,11 @@ func main() {
 	var o options
 	flag.BoolVar(&o.chaos, "chaos", false, "kill, restart and scale services during the workload")
 	flag.DurationVar(&o.duration, "duration", 40*time.Second, "how long the workload writes")
-	flag.IntVar(&o.rate, "rate", 40, "workload operations per second")
+	flag.IntVar(&o.rate, "rate", 40, "workload operations per second (offered load)")
+	flag.IntVar(&o.writers, "writers", 8, "concurrent workload writers")
 	flag.DurationVar(&o.drain, "drain", 4*time.Minute, "how long to wait for the Delta tables to match")
 	flag.IntVar(&o.customers, "customers", 30, "customers the orders are joined with")
+	flag.BoolVar(&o.bench, "bench", false, "also print the throughput and latency as Go benchmark lines (for make bench)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,6 +70,13 @@ func main() {
 	if !res.ok() {
 		verdict = "FAIL"
 	}
+	if o.bench {
+		// Grouped by benchreport: the offered load is the baseline, the Delta side the variant.
+		group := fmt.Sprintf("BenchmarkEndToEnd/rate%dops", o.rate)
+		fmt.Printf("%s/baseline-offered 1 %.0f ns/op %.1f events/s\n", group, 1e9/res.offered, res.offered)
+		fmt.Printf("%s/pipeline 1 %.0f ns/op %.1f events/s %d p50-ms %d p99-ms\n", group, 1e9/res.achieved, res.achieved,
+			res.p50.Milliseconds(), res.p99.Milliseconds())
+	}
 	if o.chaos {
 		fmt.Printf("CHAOS %s kills=%d events=%d lost=%d duplicated=%d mismatches=%d\n", verdict, res.kills, res.events, res.lost, res.duplicated, res.mismatches)
 	} else {
@@ -83,8 +92,10 @@ type options struct {
 	chaos     bool
 	duration  time.Duration
 	rate      int
+	writers   int
 	drain     time.Duration
 	customers int
+	bench     bool
 }
 
 type result struct {
@@ -93,6 +104,9 @@ type result struct {
 	kills                                  int
 	p50, p99                               time.Duration
 	diffs                                  []string
+	// offered: orders' stream records per second of the workload; achieved: changelog rows per
+	// second from the first write to the last commit.
+	offered, achieved float64
 }
 
 func (r *result) ok() bool { return r.mismatches+r.lost+r.duplicated+r.disorder == 0 }
@@ -170,8 +184,8 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	say("services ready; writing %d customers, then orders at %d/s for %s", o.customers, o.rate, o.duration)
 
-	w := &workload{ddb: ddb, orders: orders, customers: customers, rate: o.rate, customerN: o.customers,
-		r: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), ops: map[string]int{}}
+	w := &workload{ddb: ddb, orders: orders, customers: customers, rate: o.rate, writers: o.writers, customerN: o.customers,
+		seed: uint64(time.Now().UnixNano())}
 	if err := w.writeCustomers(ctx); err != nil {
 		return nil, err
 	}
@@ -206,7 +220,7 @@ func run(ctx context.Context, o options) (*result, error) {
 			}
 		}
 	}
-	say("workload done: %v, %d orders live", w.ops, len(w.live))
+	say("workload done: %v, %d orders live", w.ops, w.live)
 	// Every service runs at least one replica for the drain.
 	for _, svc := range []string{"producer", "enricher", "sink"} {
 		if len(f.running(svc)) == 0 {
@@ -245,6 +259,8 @@ func run(ctx context.Context, o options) (*result, error) {
 		case <-time.After(3 * time.Second): // the drain's polling interval
 		}
 	}
+	res.offered = float64(c.ordersEvents) / w.end.Sub(w.start).Seconds()
+	res.achieved = float64(c.changelogRows) / c.lastCommit.Sub(w.start).Seconds()
 	res.kills = 0
 	for _, k := range f.kills {
 		res.kills += k

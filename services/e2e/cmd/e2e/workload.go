@@ -39,12 +39,25 @@ type workload struct {
 	ddb       *dynamodb.Client
 	orders    string
 	customers string
-	rate      int // operations per second
-	r         *rand.Rand
-
-	live      []orderKey // orders that exist
-	ops       map[string]int
+	rate      int // operations per second, shared by the writers
+	writers   int // concurrent writers, each with its own orders
 	customerN int
+	seed      uint64
+
+	start, end time.Time      // of the orders' writes
+	ops        map[string]int // operations done, by kind
+	live       int            // orders that exist at the end
+}
+
+// writer is one of the workload's concurrent writers: its orders are its own, so its updates and
+// deletes always find them.
+type writer struct {
+	*workload
+	name string
+	r    *rand.Rand
+	live []orderKey
+	next int
+	ops  map[string]int
 }
 
 type orderKey struct {
@@ -60,14 +73,14 @@ var notes = []string{"café ☕", "東京 → 大阪", "emoji 🚀🔥", "", "na
 
 // customerID returns the customer of an order: mostly real ones, sometimes one that does not
 // exist (the enricher's inner join drops those orders).
-func (w *workload) customerID() string {
+func (w *writer) customerID() string {
 	if w.r.IntN(10) == 0 {
 		return "ghost-" + strconv.Itoa(w.r.IntN(3))
 	}
 	return fmt.Sprintf("cust-%02d", w.r.IntN(w.customerN))
 }
 
-func (w *workload) amount() string {
+func (w *writer) amount() string {
 	switch w.r.IntN(5) {
 	case 0:
 		return "12345678901234567890.123456789012345678" // 38 significant digits
@@ -82,7 +95,7 @@ func (w *workload) amount() string {
 }
 
 // orderItem is a full order line with every DynamoDB type.
-func (w *workload) orderItem(k orderKey, late bool) map[string]types.AttributeValue {
+func (w *writer) orderItem(k orderKey, late bool) map[string]types.AttributeValue {
 	blob := make([]byte, 1+w.r.IntN(24))
 	for i := range blob {
 		blob[i] = byte(w.r.IntN(256))
@@ -134,94 +147,141 @@ func (w *workload) writeCustomers(ctx context.Context) error {
 
 // run writes orders at the configured rate for d, and after that until until is closed.
 func (w *workload) run(ctx context.Context, d time.Duration, until <-chan struct{}) error {
-	tick := time.NewTicker(time.Second / time.Duration(w.rate))
-	defer tick.Stop()
-	start := time.Now()
-	next := 0
-	newKey := func() orderKey {
-		next++
-		return orderKey{id: fmt.Sprintf("order-%05d", next), line: 1 + w.r.IntN(3)}
-	}
-	for {
-		if time.Since(start) >= d {
-			select {
-			case <-until:
-				return nil
-			default:
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		late := time.Since(start) > d/2 // new attributes from here on
-		var err error
-		op := w.r.IntN(10)
-		if len(w.live) < 5 {
-			op = 0
-		}
-		switch {
-		case op < 4: // insert
-			k := newKey()
-			_, err = w.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(w.orders), Item: w.orderItem(k, late)})
-			if err == nil {
-				w.live = append(w.live, k)
-			}
-			w.ops["insert"]++
-		case op < 7: // update: set, add a new attribute later in the run, remove one
-			k := w.live[w.r.IntN(len(w.live))]
-			expr := "SET #s = :s, amount = :a, written_ms = :w REMOVE tags"
-			values := map[string]types.AttributeValue{":s": s([]string{"paid", "shipped", "delivered", "refunded"}[w.r.IntN(4)]),
-				":a": n(w.amount()), ":w": n(strconv.FormatInt(time.Now().UnixMilli(), 10))}
-			if late {
-				expr = "SET #s = :s, amount = :a, written_ms = :w, rating = :r REMOVE tags"
-				values[":r"] = n(strconv.Itoa(1 + w.r.IntN(5)))
-			}
-			_, err = w.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(w.orders), Key: k.key(),
-				UpdateExpression: aws.String(expr), ExpressionAttributeNames: map[string]string{"#s": "status"}, ExpressionAttributeValues: values})
-			w.ops["update"]++
-		case op < 8: // delete
-			i := w.r.IntN(len(w.live))
-			k := w.live[i]
-			_, err = w.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(w.orders), Key: k.key()})
-			if err == nil {
-				w.live = append(w.live[:i], w.live[i+1:]...)
-			}
-			w.ops["delete"]++
-		case op < 9: // a transaction: two new orders and an update, all or nothing
-			a, b := newKey(), newKey()
-			upd := w.live[w.r.IntN(len(w.live))]
-			_, err = w.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-				{Put: &types.Put{TableName: aws.String(w.orders), Item: w.orderItem(a, late)}},
-				{Put: &types.Put{TableName: aws.String(w.orders), Item: w.orderItem(b, late)}},
-				{Update: &types.Update{TableName: aws.String(w.orders), Key: upd.key(), UpdateExpression: aws.String("SET qty = qty + :one, written_ms = :w"),
-					ExpressionAttributeValues: map[string]types.AttributeValue{":one": n("1"), ":w": n(strconv.FormatInt(time.Now().UnixMilli(), 10))}}},
-			}})
-			if err == nil {
-				w.live = append(w.live, a, b)
-			}
-			w.ops["transaction"]++
-		default: // a batch: three new orders and a delete
-			a, b, c := newKey(), newKey(), newKey()
-			i := w.r.IntN(len(w.live))
-			del := w.live[i]
-			reqs := []types.WriteRequest{{PutRequest: &types.PutRequest{Item: w.orderItem(a, late)}}, {PutRequest: &types.PutRequest{Item: w.orderItem(b, late)}},
-				{PutRequest: &types.PutRequest{Item: w.orderItem(c, late)}}, {DeleteRequest: &types.DeleteRequest{Key: del.key()}}}
-			for len(reqs) > 0 && err == nil {
-				var out *dynamodb.BatchWriteItemOutput
-				out, err = w.ddb.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{w.orders: reqs}})
-				if err == nil {
-					reqs = out.UnprocessedItems[w.orders]
+	w.start = time.Now()
+	w.ops = map[string]int{}
+	tokens := make(chan bool) // one per operation; true once the new attributes are on
+	stop := make(chan struct{})
+	go func() {
+		defer close(tokens)
+		tick := time.NewTicker(time.Second / time.Duration(w.rate))
+		defer tick.Stop()
+		for {
+			if time.Since(w.start) >= d {
+				select {
+				case <-until:
+					return
+				default:
 				}
 			}
-			if err == nil {
-				w.live = append(append(w.live[:i], w.live[i+1:]...), a, b, c)
+			select {
+			case <-ctx.Done():
+				return
+			case <-stop:
+				return
+			case <-tick.C:
 			}
-			w.ops["batch"]++
+			select {
+			case tokens <- time.Since(w.start) > d/2:
+			case <-ctx.Done():
+				return
+			case <-stop:
+				return
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("workload: %w", err)
+	}()
+	errs := make(chan error, w.writers)
+	writers := make([]*writer, w.writers)
+	for i := range writers {
+		wr := &writer{workload: w, name: fmt.Sprintf("w%d", i), r: rand.New(rand.NewPCG(w.seed, uint64(i))), ops: map[string]int{}}
+		writers[i] = wr
+		go func() {
+			for late := range tokens {
+				if err := wr.step(ctx, late); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range writers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			close(stop)
 		}
 	}
+	w.end = time.Now()
+	for _, wr := range writers {
+		for k, v := range wr.ops {
+			w.ops[k] += v
+		}
+		w.live += len(wr.live)
+	}
+	return first
+}
+
+func (w *writer) newKey() orderKey {
+	w.next++
+	return orderKey{id: fmt.Sprintf("order-%s-%05d", w.name, w.next), line: 1 + w.r.IntN(3)}
+}
+
+// step does one operation; late adds the attributes that appear halfway through the run.
+func (w *writer) step(ctx context.Context, late bool) error {
+	var err error
+	op := w.r.IntN(10)
+	if len(w.live) < 5 {
+		op = 0
+	}
+	switch {
+	case op < 4: // insert
+		k := w.newKey()
+		_, err = w.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(w.orders), Item: w.orderItem(k, late)})
+		if err == nil {
+			w.live = append(w.live, k)
+		}
+		w.ops["insert"]++
+	case op < 7: // update: set, add a new attribute later in the run, remove one
+		k := w.live[w.r.IntN(len(w.live))]
+		expr := "SET #s = :s, amount = :a, written_ms = :w REMOVE tags"
+		values := map[string]types.AttributeValue{":s": s([]string{"paid", "shipped", "delivered", "refunded"}[w.r.IntN(4)]),
+			":a": n(w.amount()), ":w": n(strconv.FormatInt(time.Now().UnixMilli(), 10))}
+		if late {
+			expr = "SET #s = :s, amount = :a, written_ms = :w, rating = :r REMOVE tags"
+			values[":r"] = n(strconv.Itoa(1 + w.r.IntN(5)))
+		}
+		_, err = w.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(w.orders), Key: k.key(),
+			UpdateExpression: aws.String(expr), ExpressionAttributeNames: map[string]string{"#s": "status"}, ExpressionAttributeValues: values})
+		w.ops["update"]++
+	case op < 8: // delete
+		i := w.r.IntN(len(w.live))
+		_, err = w.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(w.orders), Key: w.live[i].key()})
+		if err == nil {
+			w.live = append(w.live[:i], w.live[i+1:]...)
+		}
+		w.ops["delete"]++
+	case op < 9: // a transaction: two new orders and an update, all or nothing
+		a, b := w.newKey(), w.newKey()
+		upd := w.live[w.r.IntN(len(w.live))]
+		_, err = w.ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+			{Put: &types.Put{TableName: aws.String(w.orders), Item: w.orderItem(a, late)}},
+			{Put: &types.Put{TableName: aws.String(w.orders), Item: w.orderItem(b, late)}},
+			{Update: &types.Update{TableName: aws.String(w.orders), Key: upd.key(), UpdateExpression: aws.String("SET qty = qty + :one, written_ms = :w"),
+				ExpressionAttributeValues: map[string]types.AttributeValue{":one": n("1"), ":w": n(strconv.FormatInt(time.Now().UnixMilli(), 10))}}},
+		}})
+		if err == nil {
+			w.live = append(w.live, a, b)
+		}
+		w.ops["transaction"]++
+	default: // a batch: three new orders and a delete
+		a, b, c := w.newKey(), w.newKey(), w.newKey()
+		i := w.r.IntN(len(w.live))
+		reqs := []types.WriteRequest{{PutRequest: &types.PutRequest{Item: w.orderItem(a, late)}}, {PutRequest: &types.PutRequest{Item: w.orderItem(b, late)}},
+			{PutRequest: &types.PutRequest{Item: w.orderItem(c, late)}}, {DeleteRequest: &types.DeleteRequest{Key: w.live[i].key()}}}
+		for len(reqs) > 0 && err == nil {
+			var out *dynamodb.BatchWriteItemOutput
+			out, err = w.ddb.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{w.orders: reqs}})
+			if err == nil {
+				reqs = out.UnprocessedItems[w.orders]
+			}
+		}
+		if err == nil {
+			w.live = append(append(w.live[:i], w.live[i+1:]...), a, b, c)
+		}
+		w.ops["batch"]++
+	}
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("workload writer %s: %w", w.name, err)
+	}
+	return nil
 }
