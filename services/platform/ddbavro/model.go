@@ -370,7 +370,27 @@ func sortedAttrs(item map[string]types.AttributeValue) []string {
 }
 
 func arrayType(v types.AttributeValue) string {
+	switch t := TypeName(v); t {
+	case "SS", "NS", "BS", "L":
+		return t
+	}
+	return ""
+}
+
+// TypeName is the DynamoDB type of v: S, N, B, BOOL, NULL, SS, NS, BS, L or M ("" for nil or an
+// unknown member).
+func TypeName(v types.AttributeValue) string {
 	switch v.(type) {
+	case *types.AttributeValueMemberS:
+		return "S"
+	case *types.AttributeValueMemberN:
+		return "N"
+	case *types.AttributeValueMemberB:
+		return "B"
+	case *types.AttributeValueMemberBOOL:
+		return "BOOL"
+	case *types.AttributeValueMemberNULL:
+		return "NULL"
 	case *types.AttributeValueMemberSS:
 		return "SS"
 	case *types.AttributeValueMemberNS:
@@ -379,6 +399,8 @@ func arrayType(v types.AttributeValue) string {
 		return "BS"
 	case *types.AttributeValueMemberL:
 		return "L"
+	case *types.AttributeValueMemberM:
+		return "M"
 	}
 	return ""
 }

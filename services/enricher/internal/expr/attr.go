@@ -12,6 +12,8 @@ import (
 	celtypes "github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 )
 
 // Attribute converts an expression's result to a DynamoDB value: string S, int/uint/double N,
@@ -89,29 +91,10 @@ func Attribute(v ref.Val) (types.AttributeValue, bool, error) {
 	return nil, false, fmt.Errorf("a %s (%v) has no DynamoDB type", v.Type().TypeName(), reflect.TypeOf(v.Value()))
 }
 
-// Kind is the DynamoDB type letter of v (S, N, B, BOOL, NULL, SS, NS, BS, L, M).
+// Kind is the DynamoDB type of v (S, N, B, BOOL, NULL, SS, NS, BS, L, M).
 func Kind(v types.AttributeValue) string {
-	switch v.(type) {
-	case *types.AttributeValueMemberS:
-		return "S"
-	case *types.AttributeValueMemberN:
-		return "N"
-	case *types.AttributeValueMemberB:
-		return "B"
-	case *types.AttributeValueMemberBOOL:
-		return "BOOL"
-	case *types.AttributeValueMemberNULL:
-		return "NULL"
-	case *types.AttributeValueMemberSS:
-		return "SS"
-	case *types.AttributeValueMemberNS:
-		return "NS"
-	case *types.AttributeValueMemberBS:
-		return "BS"
-	case *types.AttributeValueMemberL:
-		return "L"
-	case *types.AttributeValueMemberM:
-		return "M"
+	if k := ddbavro.TypeName(v); k != "" {
+		return k
 	}
 	return fmt.Sprintf("%T", v)
 }
