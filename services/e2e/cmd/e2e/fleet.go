@@ -14,11 +14,10 @@ import (
 
 // fleet runs the services' replicas as separate processes of the real binaries.
 type fleet struct {
-	bins   map[string]string // service → binary
-	confs  map[string]string // service → config file
-	env    []string          // environment every replica gets
-	dir    string            // logs and state
-	stderr *os.File
+	bins  map[string]string // service → binary
+	confs map[string]string // service → config file
+	env   []string          // environment every replica gets
+	dir   string            // logs and state
 
 	mu       sync.Mutex
 	replicas map[string][]*replica // service → running replicas
