@@ -114,3 +114,24 @@ func TestNumbersKeepTheirKind(t *testing.T) {
 		t.Error("a malformed number was accepted")
 	}
 }
+
+func TestVarsForConvertsOnlyWhatIsRead(t *testing.T) {
+	ev, key := event()
+	ev.Op, ev.Before, ev.After = "d", ev.After, nil
+	vars, err := VarsFor(ev, key, map[string]bool{"item": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if item := vars["item"].(map[string]any); item["status"] != "paid" {
+		t.Fatalf("item of a delete is its before image: %v", item)
+	}
+	ev.Op, ev.After = "u", ev.Before
+	vars, _ = VarsFor(ev, key, map[string]bool{"item": true})
+	if len(vars["before"].(map[string]any)) != 0 || vars["item"].(map[string]any)["status"] != "paid" {
+		t.Fatalf("an update read through item converts after only: before %v", vars["before"])
+	}
+	vars, _ = VarsFor(ev, key, map[string]bool{"op": true})
+	if len(vars["after"].(map[string]any)) != 0 || vars["op"] != "u" || vars["key"].(map[string]any)["id"] != "o-1" {
+		t.Fatalf("no image read, none converted: %v", vars)
+	}
+}

@@ -12,13 +12,29 @@ import (
 
 // Vars returns an event's variables for evaluation.
 func Vars(ev *ddbavro.Event, key avrov1.Key) (map[string]any, error) {
-	before, err := Item(ev.Before)
-	if err != nil {
-		return nil, fmt.Errorf("before: %w", err)
+	return VarsFor(ev, key, nil)
+}
+
+// VarsFor returns the variables that expressions reading need use (nil: all). Converting an
+// image is most of the cost of an event, so an image no expression reads is left empty.
+func VarsFor(ev *ddbavro.Event, key avrov1.Key, need map[string]bool) (map[string]any, error) {
+	uses := func(image string) bool {
+		if need == nil || need[image] {
+			return true
+		}
+		return need["item"] && (image == "before") == (ev.Op == "d")
 	}
-	after, err := Item(ev.After)
-	if err != nil {
-		return nil, fmt.Errorf("after: %w", err)
+	before, after := map[string]any{}, map[string]any{}
+	var err error
+	if uses("before") {
+		if before, err = Item(ev.Before); err != nil {
+			return nil, fmt.Errorf("before: %w", err)
+		}
+	}
+	if uses("after") {
+		if after, err = Item(ev.After); err != nil {
+			return nil, fmt.Errorf("after: %w", err)
+		}
 	}
 	k := map[string]any{}
 	for _, a := range []*avrov1.KeyAttribute{&key.PartitionKey, key.SortKey} {

@@ -78,6 +78,7 @@ type compiled struct {
 	fields           []*field // empty: the input's images pass unchanged
 	key              []*field // empty: the input's key
 	enc              *serde.TableEncoder
+	refs             map[string]bool // the variables any of its expressions reads
 }
 
 type join struct {
@@ -177,6 +178,21 @@ func compile(s *settings.Settings, p settings.Pipeline, src Sources) (*compiled,
 	}
 	if c.key, err = compileFields(env, where, "key", p.Key); err != nil {
 		return nil, err
+	}
+	c.refs = map[string]bool{}
+	progs := []*expr.Program{c.filter}
+	for _, j := range c.joins {
+		for _, f := range j.on {
+			progs = append(progs, f.prog)
+		}
+	}
+	for _, f := range append(c.fields, c.key...) {
+		progs = append(progs, f.prog)
+	}
+	for _, p := range progs {
+		if p != nil {
+			maps.Copy(c.refs, p.Refs)
+		}
 	}
 	for _, k := range c.key {
 		if k.kind != "" && k.kind != "S" && k.kind != "N" && k.kind != "B" {

@@ -25,6 +25,7 @@ import (
 type Engine struct {
 	pipelines []*compiled
 	byTopic   map[string][]*compiled
+	needs     map[string]map[string]bool // by topic: the variables its pipelines read
 	dec       *serde.Decoder
 	dlq       *serde.DeadLetterEncoder
 	dlqTopic  string
@@ -35,7 +36,7 @@ type Engine struct {
 // New compiles every pipeline (an error names the pipeline and expression) and registers each
 // output's key schema and, for the fields whose types are known, its value schema.
 func New(ctx context.Context, s *settings.Settings, src Sources, reg *serde.Registry, dlq *serde.DeadLetterEncoder, m *Metrics, log *slog.Logger) (*Engine, error) {
-	e := &Engine{byTopic: map[string][]*compiled{}, dec: serde.NewDecoder(reg), dlq: dlq, dlqTopic: s.DeadLetters, metrics: m, log: log}
+	e := &Engine{byTopic: map[string][]*compiled{}, needs: map[string]map[string]bool{}, dec: serde.NewDecoder(reg), dlq: dlq, dlqTopic: s.DeadLetters, metrics: m, log: log}
 	for _, p := range s.Pipelines {
 		c, err := compile(s, p, src)
 		if err != nil {
@@ -44,6 +45,10 @@ func New(ctx context.Context, s *settings.Settings, src Sources, reg *serde.Regi
 		e.pipelines = append(e.pipelines, c)
 		for _, in := range p.Inputs {
 			e.byTopic[in] = append(e.byTopic[in], c)
+			if e.needs[in] == nil {
+				e.needs[in] = map[string]bool{}
+			}
+			maps.Copy(e.needs[in], c.refs)
 		}
 	}
 	for _, c := range e.pipelines {
@@ -129,7 +134,7 @@ func (e *Engine) Process(ctx context.Context, recs []*kgo.Record) ([]*kgo.Record
 			d.dead = fail("decode", err)
 			continue
 		}
-		if d.vars, err = expr.Vars(d.ev, d.key); err != nil {
+		if d.vars, err = expr.VarsFor(d.ev, d.key, e.needs[r.Topic]); err != nil {
 			d.dead = fail("decode", err)
 		}
 	}
