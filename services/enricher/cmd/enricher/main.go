@@ -46,9 +46,6 @@ func retry(ctx context.Context, rt *service.Runtime, what string, step func() er
 }
 
 func start(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
-	if len(s.Pipelines) == 0 {
-		return errors.New("no pipelines configured: add at least one under pipelines")
-	}
 	if err := pipeline.Validate(s); err != nil {
 		return err
 	}

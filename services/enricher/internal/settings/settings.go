@@ -268,6 +268,9 @@ func (s *Settings) Validate() error {
 			p.Add(key+".rate_limit", "must be positive, got %g", l.RateLimit)
 		}
 	}
+	if len(s.Pipelines) == 0 {
+		p.Add("pipelines", "must list at least one pipeline")
+	}
 	seen := map[string]bool{}
 	for i := range s.Pipelines {
 		s.checkPipeline(&p, config.Index("pipelines", i), &s.Pipelines[i], seen, globals, lookups)

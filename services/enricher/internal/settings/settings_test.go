@@ -37,3 +37,14 @@ func TestValidate(t *testing.T) {
 func TestEveryKeyDocumented(t *testing.T) {
 	doccheck.KeysDocumented(t, Defaults(), "../../README.md", "../../../platform/README.md")
 }
+
+func TestNoPipelineIsAConfigError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "e.yaml")
+	if err := os.WriteFile(path, []byte("topic_prefix: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := config.LoadEnviron(path, EnvPrefix, nil, Defaults())
+	if err == nil || !strings.Contains(err.Error(), "pipelines: must list at least one pipeline") {
+		t.Fatalf("err = %v", err)
+	}
+}
