@@ -4,10 +4,7 @@ package proc
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -144,7 +141,7 @@ func TestEnricherJoinsOrdersWithCustomersAndProducts(t *testing.T) {
 	}
 	want["late"] = expectedOrder("late", 300, "Late", "gold", "p2")
 
-	recs := foreignConsume(t, s, prefix+".enriched.big_orders", len(want))
+	recs := s.ForeignConsume(t, prefix+".enriched.big_orders", len(want))
 	for _, r := range recs {
 		key := r["key"].(map[string]any)["partition_key"].(map[string]any)
 		value := r["value"].(map[string]any)
@@ -213,27 +210,4 @@ func expectedOrder(id string, amount int, name, tier, sku string) map[string]any
 	fee := strconv.FormatFloat(float64(amount)*1.5, 'f', -1, 64)
 	return map[string]any{"order_id": id, "amount": amount, "customer_name": name, "tier": tier,
 		"is_gold": tier == "gold", "category": category, "with_fee": map[string]any{"$decimal": fee}}
-}
-
-// foreignConsume reads n records of topic with scripts/python/avro_consume.py (confluent-kafka's
-// registry-aware AvroDeserializer, no ddb2delta code).
-func foreignConsume(t *testing.T, s *stacktest.Stack, topic string, n int) []map[string]any {
-	t.Helper()
-	cmd := exec.Command(s.DeltaPython, filepath.Join(s.Root, "scripts", "python", "avro_consume.py"),
-		"--bootstrap", s.KafkaAddr, "--registry", s.RegistryURL, "--topic", topic, "--count", strconv.Itoa(n), "--timeout", "120")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("avro_consume.py: %v\n%s", err, stderr.String())
-	}
-	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("consumer printed %q: %v", line, err)
-		}
-		recs = append(recs, r)
-	}
-	return recs
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -150,7 +149,7 @@ func TestEvolutionThroughRealRegistryAndForeignConsumer(t *testing.T) {
 				{"newest schema as reader", []string{"--reader-schema", schemaFile}, func(int) *ddbavro.Model { return latest }},
 			} {
 				t.Run(mode.name, func(t *testing.T) {
-					got := foreignConsume(t, s, topic, len(events), mode.args...)
+					got := s.ForeignConsume(t, topic, len(events), mode.args...)
 					for i, ev := range events {
 						want := map[string]any{"key": keyPlain(), "value": mode.model(i).Plain(ev)}
 						if !sameJSON(t, want, got[i]) {
@@ -163,35 +162,6 @@ func TestEvolutionThroughRealRegistryAndForeignConsumer(t *testing.T) {
 			}
 		})
 	}
-}
-
-// foreignConsume runs scripts/python/avro_consume.py and returns its records, without the offset.
-func foreignConsume(t *testing.T, s *stacktest.Stack, topic string, n int, extra ...string) []map[string]any {
-	t.Helper()
-	args := append([]string{filepath.Join(s.Root, "scripts", "python", "avro_consume.py"),
-		"--bootstrap", s.KafkaAddr, "--registry", s.RegistryURL, "--topic", topic, "--count", fmt.Sprint(n)}, extra...)
-	cmd := exec.Command(s.DeltaPython, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("avro_consume.py: %v\n%s", err, stderr.String())
-	}
-	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var r map[string]any
-		d := json.NewDecoder(strings.NewReader(line))
-		d.UseNumber()
-		if err := d.Decode(&r); err != nil {
-			t.Fatalf("consumer printed %q: %v", line, err)
-		}
-		delete(r, "offset")
-		recs = append(recs, r)
-	}
-	if len(recs) != n {
-		t.Fatalf("consumer printed %d records, want %d", len(recs), n)
-	}
-	return recs
 }
 
 func keyPlain() map[string]any {

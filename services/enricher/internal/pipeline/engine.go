@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -481,22 +480,9 @@ func outputKey(c *compiled, w *work) (avrov1.Key, error) {
 
 // deadLetter returns w's dead letter: the reason, and the original record's bytes and origin.
 func (e *Engine) deadLetter(w *work) (*kgo.Record, error) {
-	r := w.rec
-	part := int(r.Partition)
-	dl := &avrov1.DeadLetter{Service: "enricher", Reason: w.dead.err.Error(), ErrorClass: w.dead.class,
-		Topic: &r.Topic, Partition: &part, Offset: &r.Offset, FailedAtMs: time.Now().UTC().Truncate(time.Millisecond)}
-	if r.Key != nil {
-		k := r.Key
-		dl.Key = &k
-	}
-	if r.Value != nil {
-		v := r.Value
-		dl.Value = &v
-	}
-	b, err := e.dlq.Encode(dl)
+	dl, err := e.dlq.Record(e.dlqTopic, "enricher", w.dead.class, w.dead.err, w.rec)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encoding a dead letter: %v", ErrTransient, err)
+		return nil, fmt.Errorf("%w: %v", ErrTransient, err)
 	}
-	return &kgo.Record{Topic: e.dlqTopic, Key: r.Key, Value: b,
-		Headers: []kgo.RecordHeader{{Key: "ddb2delta.error", Value: []byte(w.dead.err.Error())}}}, nil
+	return dl, nil
 }

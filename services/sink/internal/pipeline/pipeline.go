@@ -304,24 +304,12 @@ func (p *Pipeline) commit(ctx context.Context, t *tableState) error {
 func (p *Pipeline) deadLetter(ctx context.Context, recs []*kgo.Record, reasons []error, class string) error {
 	out := make([]*kgo.Record, 0, len(recs))
 	for i, r := range recs {
-		part := int(r.Partition)
-		dl := &avrov1.DeadLetter{Service: "sink", Reason: reasons[i].Error(), ErrorClass: class,
-			Topic: &r.Topic, Partition: &part, Offset: &r.Offset, FailedAtMs: time.Now().UTC().Truncate(time.Millisecond)}
-		if r.Key != nil {
-			k := r.Key
-			dl.Key = &k
-		}
-		if r.Value != nil {
-			v := r.Value
-			dl.Value = &v
-		}
-		b, err := p.dlq.Encode(dl)
+		dl, err := p.dlq.Record(p.cfg.DeadLetters, "sink", class, reasons[i], r)
 		if err != nil {
 			return err
 		}
 		p.log.Error("dead-lettering a record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "class", class, "error", reasons[i])
-		out = append(out, &kgo.Record{Topic: p.cfg.DeadLetters, Key: r.Key, Value: b,
-			Headers: []kgo.RecordHeader{{Key: "ddb2delta.error", Value: []byte(reasons[i].Error())}}})
+		out = append(out, dl)
 	}
 	if err := p.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
 		return fmt.Errorf("producing %d dead letters: %w", len(out), err)
