@@ -65,11 +65,14 @@ func (f *changeFeed) put(ctx context.Context, op, id string, before, after map[s
 	ev := &ddbavro.Event{Op: op, Before: before, After: after, TsMs: time.Now().UTC().Truncate(time.Millisecond),
 		Source: avrov1.Source{Table: f.table, SequenceNumber: aws.String(strconv.FormatInt(1000+f.seq, 10)), EventID: aws.String(eventID),
 			ApproximateCreationMs: time.Now().UTC().Truncate(time.Millisecond), StreamViewType: "NEW_AND_OLD_IMAGES"}}
-	k, v, err := f.enc.Encode(ctx, avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String(id)}}, ev)
+	k, v, err := f.enc.Encode(context.WithoutCancel(ctx), avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String(id)}}, ev)
 	if err != nil {
-		f.t.Fatal(err)
+		f.t.Errorf("encoding a change of %s: %v", id, err) // Errorf: put also runs in load goroutines
+		return eventID
 	}
-	if err := f.cl.ProduceSync(ctx, &kgo.Record{Topic: f.topic, Key: k, Value: v}).FirstErr(); err != nil && ctx.Err() == nil {
+	// Not cancelled midway: a put that started is in the topic when it returns, so a load that
+	// stops can count exactly what it wrote.
+	if err := f.cl.ProduceSync(context.WithoutCancel(ctx), &kgo.Record{Topic: f.topic, Key: k, Value: v}).FirstErr(); err != nil {
 		f.t.Errorf("producing to %s: %v", f.topic, err)
 	}
 	return eventID
