@@ -29,6 +29,7 @@ func num(v string) types.AttributeValue { return &types.AttributeValueMemberN{Va
 func enrichedOrdersConfig(prefix, products string) string {
 	return fmt.Sprintf(`
 topic_prefix: %[1]s
+consumer_group: %[1]s-enricher
 topics: {partitions: 3, replication_factor: 1}
 transaction_timeout: 10s
 max_poll_records: 200

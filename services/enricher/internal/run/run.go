@@ -52,9 +52,30 @@ func New(cfg Config, e *pipeline.Engine, m *Metrics, progress *health.Progress, 
 	return &Loop{cfg: cfg, engine: e, metrics: m, progress: progress, log: log}
 }
 
-// Run runs the session until ctx is done; on SIGTERM (ctx cancelled) the batch in hand is
-// committed or aborted, then the group is left so the partitions move at once.
+// sessionTimeout is the consumer group session timeout: how long a silent replica keeps its
+// partitions, and so about how long a rebalance can wait for a replica that died.
+const sessionTimeout = 10 * time.Second
+
+// Run runs sessions until ctx is done; on SIGTERM (ctx cancelled) the batch in hand is committed
+// or aborted, then the group is left so the partitions move at once. A session that fails (a
+// transaction the broker aborted after its timeout, a coordinator lost) is replaced by a new one,
+// whose transactional id fences the old; the process does not exit for it.
 func (l *Loop) Run(ctx context.Context) error {
+	b := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		err := l.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.log.Error("the transactional session failed; starting a new one", "error", err)
+		if backoff.Sleep(ctx, b.Next()) != nil {
+			return nil
+		}
+	}
+}
+
+// session runs one transactional session until ctx is done or it fails.
+func (l *Loop) session(ctx context.Context) error {
 	sess, err := kgo.NewGroupTransactSession(append(l.cfg.Kafka[:len(l.cfg.Kafka):len(l.cfg.Kafka)],
 		kgo.ConsumerGroup(l.cfg.Group),
 		kgo.ConsumeTopics(l.engine.Inputs()...),
@@ -62,7 +83,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.TransactionalID(l.cfg.TransactionalID),
 		kgo.TransactionTimeout(l.cfg.TransactionTimeout),
-		kgo.SessionTimeout(10*time.Second),
+		kgo.SessionTimeout(sessionTimeout),
 	)...)
 	if err != nil {
 		return fmt.Errorf("creating the transactional session: %w", err)
@@ -126,7 +147,11 @@ func (l *Loop) transact(ctx context.Context, sess *kgo.GroupTransactSession, rec
 	if produceErr != nil {
 		end = kgo.TryAbort
 	}
-	committed, err := sess.End(work, end)
+	// Ending may wait for a rebalance to settle (a replica that died holds its partitions until its
+	// session times out): it gets that long on top of the transaction's own bound.
+	endCtx, cancelEnd := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.TransactionTimeout+2*sessionTimeout)
+	defer cancelEnd()
+	committed, err := sess.End(endCtx, end)
 	if err != nil {
 		l.metrics.transactions.WithLabelValues("failed").Inc()
 		return false, fmt.Errorf("ending the transaction: %w", err)
