@@ -78,9 +78,6 @@ func New(ctx context.Context, cfg Config, api API, m *Metrics, log *slog.Logger)
 	return l, nil
 }
 
-// Name is the lookup's name.
-func (l *Lookup) Name() string { return l.cfg.Name }
-
 // Request is one key to look up.
 type Request struct {
 	Key   map[string]types.AttributeValue

@@ -221,13 +221,7 @@ func (s *Settings) Validate() error {
 	globals := map[string]bool{}
 	for i, g := range s.GlobalTables {
 		key := config.Index("global_tables", i)
-		if !celName.MatchString(g.Name) {
-			p.Add(key+".name", "%q must be a name of letters, digits and _", g.Name)
-		}
-		if globals[g.Name] {
-			p.Add(key+".name", "global table %q is defined twice", g.Name)
-		}
-		globals[g.Name] = true
+		checkName(&p, key+".name", "global table", g.Name, globals)
 		if !kafkaName.MatchString(g.Topic) {
 			p.Add(key+".topic", "%q is not a valid Kafka topic name", g.Topic)
 		}
@@ -236,13 +230,7 @@ func (s *Settings) Validate() error {
 	for i := range s.Lookups {
 		l := &s.Lookups[i]
 		key := config.Index("lookups", i)
-		if !celName.MatchString(l.Name) {
-			p.Add(key+".name", "%q must be a name of letters, digits and _", l.Name)
-		}
-		if lookups[l.Name] {
-			p.Add(key+".name", "lookup %q is defined twice", l.Name)
-		}
-		lookups[l.Name] = true
+		checkName(&p, key+".name", "lookup", l.Name, lookups)
 		if !tableName.MatchString(l.Table) {
 			p.Add(key+".table", "%q is not a DynamoDB table name", l.Table)
 		}
@@ -332,6 +320,17 @@ func (s *Settings) checkPipeline(p *config.Problems, key string, pl *Pipeline, s
 	if len(pl.Key) > 2 {
 		p.Add(key+".key", "a key has 1 or 2 attributes (partition key, then sort key), got %d", len(pl.Key))
 	}
+}
+
+// checkName checks that name can be referred to from expressions and is not defined twice.
+func checkName(p *config.Problems, key, what, name string, seen map[string]bool) {
+	if !celName.MatchString(name) {
+		p.Add(key, "%q must be a name of letters, digits and _", name)
+	}
+	if seen[name] {
+		p.Add(key, "%s %q is defined twice", what, name)
+	}
+	seen[name] = true
 }
 
 func checkFields(p *config.Problems, key string, fields []Field) {
