@@ -134,6 +134,16 @@ func DecodeCommit(data []byte) ([]Action, error) {
 	return out, sc.Err()
 }
 
+// NewID returns a random (version 4) UUID: table ids and commit ids.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
 // NewFileName returns a new, unique data file path, under dir (a partition directory) when set.
 func NewFileName(dir string) string {
 	var b [12]byte

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strconv"
 	"strings"
@@ -95,6 +96,15 @@ type Table struct {
 	TombstoneRetention time.Duration
 	// Now is the clock used for timestamps in actions (tests replace it).
 	Now func() time.Time
+	// Log receives what the table's readers and writers want an operator to know. Default: none.
+	Log *slog.Logger
+}
+
+func (t *Table) log() *slog.Logger {
+	if t.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return t.Log
 }
 
 // NewTable returns the table in store.
@@ -191,13 +201,21 @@ type Check func(winner Commit) error
 // writers win the race and their commits pass the conflict checks: the built-in ones (a protocol
 // or metadata change, a file this commit removes removed again, a txn app id this commit sets set
 // again) and check. It returns the snapshot after the commit. A commitInfo action is added.
+//
+// Each commit carries a unique id (commitInfo.txnId). When a put-if-absent is refused, the commit
+// found at that version may be this one: S3 can apply a PUT whose response is then lost, and the
+// SDK's retry of it is refused with 412. A commit that finds its own id treats the version as its
+// own. Commit never deletes data files: after a conflict the caller's files stay (vacuum removes
+// those no version references), because a write whose outcome was unknown may have landed.
 func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, info map[string]any, check Check) (*Snapshot, error) {
 	info = maps.Clone(info)
 	if info == nil {
 		info = map[string]any{}
 	}
+	id := NewID()
 	info["timestamp"] = t.Now().UnixMilli()
 	info["engineInfo"] = "ddb2delta-sink"
+	info["txnId"] = id
 	full := append(actions[:len(actions):len(actions)], Action{CommitInfo: info})
 	removes, apps := map[string]bool{}, map[string]bool{}
 	changesMeta := false
@@ -213,31 +231,33 @@ func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, in
 	}
 	for {
 		v := read.Version + 1
-		info["readVersion"] = read.Version
+		delete(info, "readVersion")
+		if read.Version >= 0 { // readers parse it as unsigned (delta-rs fails its history on -1)
+			info["readVersion"] = read.Version
+		}
 		data, err := EncodeCommit(full)
 		if err != nil {
 			return nil, err
 		}
 		err = t.Store.WriteIfAbsent(ctx, CommitName(v), data)
-		if err == nil {
-			snap, err := read.apply(v, full)
-			if err != nil {
-				return nil, err
+		if err != nil && !errors.Is(err, storage.ErrExists) {
+			// The outcome is unknown (a timeout, a reset connection): the commit may exist.
+			if mine, cerr := t.isMine(ctx, v, id); cerr == nil && mine {
+				err = nil
+			} else {
+				return nil, fmt.Errorf("committing version %d of %s: %w", v, t.Store.Location(), err)
 			}
-			if t.CheckpointInterval > 0 && v > 0 && v%t.CheckpointInterval == 0 {
-				if err := t.WriteCheckpoint(ctx, snap); err != nil {
-					return snap, fmt.Errorf("version %d committed, but its checkpoint failed: %w", v, err)
-				}
-				snap.CheckpointVersion = v
-			}
-			return snap, nil
 		}
-		if !errors.Is(err, storage.ErrExists) {
-			return nil, fmt.Errorf("committing version %d of %s: %w", v, t.Store.Location(), err)
+		if err == nil {
+			return t.committed(ctx, read, v, full)
 		}
 		next, winners, err := t.Update(ctx, read)
 		if err != nil {
 			return nil, err
+		}
+		if len(winners) > 0 && winners[0].Version == v && commitID(winners[0]) == id {
+			t.log().Info("a commit whose response was lost had succeeded", "table", t.Store.Location(), "version", v)
+			return t.committed(ctx, read, v, full)
 		}
 		for _, w := range winners {
 			for _, a := range w.Actions {
@@ -261,4 +281,44 @@ func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, in
 		}
 		read = next
 	}
+}
+
+// committed returns the snapshot after this writer's commit of version v, writing a checkpoint
+// when v is due one.
+func (t *Table) committed(ctx context.Context, read *Snapshot, v int64, full []Action) (*Snapshot, error) {
+	snap, err := read.apply(v, full)
+	if err != nil {
+		return nil, err
+	}
+	if t.CheckpointInterval > 0 && v > 0 && v%t.CheckpointInterval == 0 {
+		if err := t.WriteCheckpoint(ctx, snap); err != nil {
+			return snap, fmt.Errorf("version %d committed, but its checkpoint failed: %w", v, err)
+		}
+		snap.CheckpointVersion = v
+	}
+	return snap, nil
+}
+
+// isMine reports whether version v exists and is the commit with id.
+func (t *Table) isMine(ctx context.Context, v int64, id string) (bool, error) {
+	data, err := t.Store.Read(ctx, CommitName(v))
+	if err != nil {
+		return false, err
+	}
+	actions, err := DecodeCommit(data)
+	if err != nil {
+		return false, err
+	}
+	return commitID(Commit{Version: v, Actions: actions}) == id, nil
+}
+
+// commitID is a commit's commitInfo.txnId ("" when it has none: another engine's, or an old one).
+func commitID(c Commit) string {
+	for _, a := range c.Actions {
+		if a.CommitInfo != nil {
+			s, _ := a.CommitInfo["txnId"].(string)
+			return s
+		}
+	}
+	return ""
 }

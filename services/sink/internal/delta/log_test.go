@@ -249,3 +249,51 @@ func TestCheckpointsReplaceTheLogPrefix(t *testing.T) {
 		t.Fatalf("metadata %+v protocol %+v", loaded.Metadata, loaded.Protocol)
 	}
 }
+
+// lossyStore applies the nth WriteIfAbsent and then answers as a client that lost the response
+// would see it: with err (ErrExists when the SDK's retry met the object, or a network error).
+type lossyStore struct {
+	storage.Store
+	n   int
+	err error
+}
+
+func (s *lossyStore) WriteIfAbsent(ctx context.Context, name string, data []byte) error {
+	if err := s.Store.WriteIfAbsent(ctx, name, data); err != nil {
+		return err
+	}
+	if s.n--; s.n == 0 {
+		return s.err
+	}
+	return nil
+}
+
+// TestCommitFindsItsOwnLostCommit: a commit whose put-if-absent landed but answered "exists" or
+// failed is recognised by its id, not mistaken for a competitor's (which would conflict on its
+// own txn); a competitor's commit at that version is still one.
+func TestCommitFindsItsOwnLostCommit(t *testing.T) {
+	for _, lost := range []error{fmt.Errorf("retry: %w", storage.ErrExists), errors.New("connection reset by peer")} {
+		tb := newTestTable(t)
+		tb.Store = &lossyStore{Store: tb.Store, n: 2, err: lost}
+		snap, err := tb.Commit(context.Background(), Empty(), createActions(t), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txn := Action{Txn: &Txn{AppID: "app", Version: 7}}
+		snap, err = tb.Commit(context.Background(), snap, []Action{add("a.parquet"), txn}, nil, nil)
+		if err != nil || snap.Version != 1 {
+			t.Fatalf("lost response (%v): version %v, %v; want the commit at version 1", lost, snap, err)
+		}
+		if v, _ := snap.TxnVersion("app"); v != 7 || snap.Files["a.parquet"] == nil {
+			t.Fatalf("snapshot after the lost commit: %+v", snap)
+		}
+		// A competitor holding the same txn app id at the next version is a conflict.
+		other := NewTable(tb.Store.(*lossyStore).Store)
+		if _, err := other.Commit(context.Background(), snap, []Action{add("b.parquet"), {Txn: &Txn{AppID: "app", Version: 9}}}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.Commit(context.Background(), snap, []Action{add("c.parquet"), {Txn: &Txn{AppID: "app", Version: 8}}}, nil, nil); !errors.Is(err, ErrConflict) {
+			t.Fatalf("a competitor's commit for the same app id: %v, want a conflict", err)
+		}
+	}
+}

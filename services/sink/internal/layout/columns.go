@@ -45,7 +45,16 @@ import (
 const (
 	MetaAttr = "ddb.attr"
 	MetaKind = "ddb.kind"
+	// MetaPlaceholder marks the field a map's struct holds when it has no attribute of its own.
+	MetaPlaceholder = "ddb.placeholder"
 )
+
+// Placeholder is the name of the always-null boolean field of a map column whose struct would
+// otherwise have no field: an empty map ({"M": {}}) is a valid DynamoDB value, but Parquet has no
+// group without children (delta-rs and Spark both fail on one, and on every row after it). With
+// the field, an empty map is a present struct whose fields are all null, distinct from an absent
+// map (a null struct). Once in a schema the field stays, as every column does.
+const Placeholder = "_ddb_empty"
 
 // columns is the set of item columns at one level: the item, or a nested map.
 type columns struct {
@@ -54,6 +63,8 @@ type columns struct {
 	names  map[string]bool  // lower-cased names in use (including reserved ones)
 	nested map[int]*columns // kind M fields
 	added  bool             // a column was added here or below since load
+	// placeholder: the struct holds the Placeholder field (it had no field when first written).
+	placeholder bool
 }
 
 func newColumns(reserved ...string) *columns {
@@ -69,6 +80,9 @@ func newColumns(reserved ...string) *columns {
 func loadColumns(s *deltatype.StructType, reserved ...string) (*columns, error) {
 	c := newColumns(reserved...)
 	for _, f := range s.Fields {
+		if f.Name == Placeholder && f.Metadata[MetaPlaceholder] == true {
+			c.placeholder = true
+		}
 		attr, aok := f.Metadata[MetaAttr].(string)
 		kind, kok := f.Metadata[MetaKind].(string)
 		c.names[strings.ToLower(f.Name)] = true
@@ -94,12 +108,16 @@ func loadColumns(s *deltatype.StructType, reserved ...string) (*columns, error) 
 
 // structType renders the columns as a Delta struct.
 func (c *columns) structType() *deltatype.StructType {
-	out := &deltatype.StructType{Fields: make([]deltatype.StructField, len(c.fields))}
+	out := &deltatype.StructType{Fields: make([]deltatype.StructField, 0, len(c.fields)+1)}
+	if c.placeholder {
+		out.Fields = append(out.Fields, deltatype.StructField{Name: Placeholder, Type: deltatype.Boolean, Nullable: true,
+			Metadata: map[string]any{MetaPlaceholder: true}})
+	}
 	for i, f := range c.fields {
 		if n := c.nested[i]; n != nil {
 			f.Type = deltatype.DataType{Struct: n.structType()}
 		}
-		out.Fields[i] = f
+		out.Fields = append(out.Fields, f)
 	}
 	return out
 }
@@ -167,6 +185,10 @@ func (c *columns) row(item map[string]types.AttributeValue, path string) (map[st
 			}
 		}
 		out[c.fields[i].Name] = val
+	}
+	if len(c.fields) == 0 && !c.placeholder { // an empty map, and no attribute seen here yet
+		c.placeholder, c.added = true, true
+		c.names[strings.ToLower(Placeholder)] = true
 	}
 	return out, nil
 }

@@ -157,3 +157,76 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestEmptyMaps: an empty map is a present struct (all fields null), distinct from an absent map
+// (a null struct); a map that has no attribute gets the always-null placeholder field, since
+// Parquet has no group without children. The placeholder stays when attributes appear later, and
+// a layout loaded from the schema keeps it.
+func TestEmptyMaps(t *testing.T) {
+	for _, mode := range []string{Mirror, Changelog} {
+		l, err := New(Options{Mode: mode}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		empty := func() types.AttributeValue { return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}} }
+		item := map[string]types.AttributeValue{"id": s("o-1"), "em": empty(),
+			"mm": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"inner": empty()}}}
+		r, err := l.Row(event("c", "1", nil, item), key, Origin{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := map[string]any(r)
+		if mode == Changelog {
+			img = r[ColAfter].(map[string]any)
+		}
+		if !reflect.DeepEqual(img["em"], map[string]any{}) || !reflect.DeepEqual(img["mm"], map[string]any{"inner": map[string]any{}}) {
+			t.Fatalf("%s: empty maps became %v and %v", mode, img["em"], img["mm"])
+		}
+		if !l.Grew() {
+			t.Fatalf("%s: no schema change for the new columns", mode)
+		}
+		schema := l.Schema()
+		structOf := func(s *deltatype.StructType, name string) *deltatype.StructType {
+			if f := s.Field(name); f != nil && f.Type.Struct != nil {
+				return f.Type.Struct
+			}
+			t.Fatalf("%s: no struct column %s in %v", mode, name, s)
+			return nil
+		}
+		top := schema
+		if mode == Changelog {
+			top = structOf(schema, ColAfter)
+		}
+		for _, st := range []*deltatype.StructType{structOf(top, "em"), structOf(structOf(top, "mm"), "inner")} {
+			if len(st.Fields) != 1 || st.Fields[0].Name != Placeholder || st.Fields[0].Metadata[MetaPlaceholder] != true {
+				t.Fatalf("%s: an empty map's struct is %v, want the placeholder alone", mode, st)
+			}
+		}
+		// An attribute appears in "em": the placeholder stays first, and survives a reload.
+		item["em"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"a": s("x")}}
+		if _, err := l.Row(event("u", "2", nil, item), key, Origin{}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(l.Schema())
+		var back deltatype.StructType
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		l2, err := New(Options{Mode: mode}, &back, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := l2.Schema(), l.Schema(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: reloaded schema\n got %v\nwant %v", mode, got, want)
+		}
+		var em *deltatype.StructType
+		if mode == Changelog {
+			em = structOf(structOf(l2.Schema(), ColAfter), "em")
+		} else {
+			em = structOf(l2.Schema(), "em")
+		}
+		if len(em.Fields) != 2 || em.Fields[0].Name != Placeholder || em.Fields[1].Name != "a" {
+			t.Fatalf("%s: em after an attribute appeared: %v", mode, em)
+		}
+	}
+}

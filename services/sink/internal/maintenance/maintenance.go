@@ -99,7 +99,6 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 		}
 	}
 	var actions []delta.Action
-	var written []string
 	now := time.Now().UnixMilli()
 	for _, g := range slices.Sorted(maps.Keys(groups)) {
 		files := groups[g]
@@ -140,7 +139,6 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 			if err := t.Store.Write(ctx, name, data); err != nil {
 				return res, err
 			}
-			written = append(written, name)
 			actions = append(actions, delta.Action{Add: &delta.Add{Path: name, PartitionValues: files[0].PartitionValues, Size: int64(len(data)),
 				ModificationTime: now, DataChange: false, Stats: stats.JSON(), Tags: files[0].Tags}})
 			res.Written++
@@ -153,9 +151,7 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 	next, err := t.Commit(ctx, snap, actions, map[string]any{"operation": "OPTIMIZE",
 		"operationParameters": map[string]any{"ddb2delta": "compaction"}, "ddb2delta": map[string]any{"table": cfg.Name}}, nil)
 	if err != nil && next == nil {
-		for _, p := range written {
-			_ = t.Store.Delete(ctx, p)
-		}
+		// The written files stay for vacuum: a commit whose outcome was unknown may have landed.
 		if errors.Is(err, delta.ErrConflict) {
 			log.Info("compaction conflicted with a concurrent commit; skipped this round", "table", cfg.Name, "error", err)
 			return Result{Version: -1}, nil

@@ -262,7 +262,11 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	if err := w.Close(); err != nil {
 		return nil, nil, fmt.Errorf("closing parquet file: %w", err)
 	}
-	return buf.Bytes(), stats, nil
+	data, err := dropColumnIndexes(buf.Bytes())
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, stats, nil
 }
 
 // decimalPaths lists the Parquet paths of the decimal columns under s.

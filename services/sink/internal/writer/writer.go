@@ -16,8 +16,6 @@ package writer
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,7 +95,9 @@ func New(cfg Config, store storage.Store, log *slog.Logger) *Writer {
 	if cfg.Buckets <= 0 {
 		cfg.Buckets = 16
 	}
-	return &Writer{cfg: cfg, table: delta.NewTable(store), log: log}
+	t := delta.NewTable(store)
+	t.Log = log
+	return &Writer{cfg: cfg, table: t, log: log}
 }
 
 // Table returns the Delta table.
@@ -180,10 +180,10 @@ func (w *Writer) Write(ctx context.Context, changes []Change, reject func([]Reje
 		if err == nil || !errors.Is(err, delta.ErrConflict) || attempt >= 20 {
 			return res, err
 		}
-		w.log.Info("concurrent commit conflicts with this batch; retrying from the new snapshot", "table", w.cfg.Name, "error", err)
-		for _, p := range written {
-			_ = w.table.Store.Delete(ctx, p)
-		}
+		// The batch's files stay: vacuum deletes them once no version references them and the
+		// retention has passed. Deleting them here would be wrong whenever the outcome of a
+		// commit was unknown and it landed after all.
+		w.log.Info("concurrent commit conflicts with this batch; retrying from the new snapshot", "table", w.cfg.Name, "error", err, "unreferenced_files", len(written))
 		if err := w.Load(ctx); err != nil {
 			return Result{Version: -1}, err
 		}
@@ -231,7 +231,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		}
 		actions = append(actions,
 			delta.Action{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
-			delta.Action{MetaData: &delta.Metadata{ID: newID(), Name: w.cfg.Name, Format: delta.Format{Provider: "parquet", Options: map[string]string{}},
+			delta.Action{MetaData: &delta.Metadata{ID: delta.NewID(), Name: w.cfg.Name, Format: delta.Format{Provider: "parquet", Options: map[string]string{}},
 				SchemaString: string(b), PartitionColumns: orEmpty(w.lay.PartitionColumns()), Configuration: conf, CreatedTime: time.Now().UnixMilli()}})
 		w.lay.Grew()
 	} else if w.lay.Grew() {
@@ -309,15 +309,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	out := slices.Collect(maps.Keys(m))
 	sort.Strings(out)
 	return out
-}
-
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // writeFile encodes rows as a data file, stores it and returns its add action.
