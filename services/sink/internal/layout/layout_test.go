@@ -168,7 +168,9 @@ func TestEmptyMaps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		empty := func() types.AttributeValue { return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}} }
+		empty := func() types.AttributeValue {
+			return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
+		}
 		item := map[string]types.AttributeValue{"id": s("o-1"), "em": empty(),
 			"mm": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"inner": empty()}}}
 		r, err := l.Row(event("c", "1", nil, item), key, Origin{})
