@@ -51,6 +51,8 @@ func main() {
 	flag.DurationVar(&o.drain, "drain", 4*time.Minute, "how long to wait for the Delta tables to match")
 	flag.IntVar(&o.customers, "customers", 30, "customers the orders are joined with")
 	flag.BoolVar(&o.bench, "bench", false, "also print the throughput and latency as Go benchmark lines (for make bench)")
+	flag.BoolVar(&o.foreign, "foreign", true, "Spark and delta-rs also write the orders mirror (OPTIMIZE, ZORDER, DELETE, compact); not with -chaos or -bench")
+	flag.BoolVar(&o.sql, "sql", true, "query every Delta table with Spark SQL and delta-rs SQL at the end (not with -chaos or -bench)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -96,6 +98,8 @@ type options struct {
 	drain     time.Duration
 	customers int
 	bench     bool
+	foreign   bool
+	sql       bool
 }
 
 type result struct {
@@ -198,9 +202,21 @@ func run(ctx context.Context, o options) (*result, error) {
 	wctx, stopWatch := context.WithCancel(ctx)
 	chaosDone := make(chan error, 1)
 	scheduleDone := make(chan struct{})
-	if o.chaos {
+	foreign := o.foreign && !o.chaos && !o.bench
+	foreignDone := make(chan error, 1)
+	var frep *foreignReport
+	switch {
+	case o.chaos:
 		go func() { chaosDone <- chaos(ctx, f, ids, o.duration); close(scheduleDone) }()
-	} else {
+	case foreign: // the workload runs until the other writers are done
+		go func() { chaosDone <- watch(wctx, f) }()
+		go func() {
+			var err error
+			frep, err = foreignWriters(ctx, s, ddb, w, filepath.Join(deltaRoot, "orders_mirror"), dir)
+			foreignDone <- err
+			close(scheduleDone)
+		}()
+	default:
 		close(scheduleDone)
 		go func() { chaosDone <- watch(wctx, f) }()
 	}
@@ -208,6 +224,11 @@ func run(ctx context.Context, o options) (*result, error) {
 	stopWatch()
 	if err := <-chaosDone; err != nil {
 		return nil, err
+	}
+	if foreign {
+		if err := <-foreignDone; err != nil {
+			return nil, fmt.Errorf("other writers of orders_mirror: %w", err)
+		}
 	}
 	if werr != nil {
 		return nil, werr
@@ -257,6 +278,30 @@ func run(ctx context.Context, o options) (*result, error) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(3 * time.Second): // the drain's polling interval
+		}
+	}
+	if foreign && res.ok() {
+		missing, err := checkForeignLog(filepath.Join(deltaRoot, "orders_mirror"), frep)
+		if err != nil {
+			return nil, err
+		}
+		res.mismatches += len(missing)
+		res.diffs = append(res.diffs, missing...)
+	}
+	if o.sql && !o.chaos && !o.bench && res.ok() {
+		var tables []string
+		for _, t := range []string{"orders_mirror", "orders_changelog", "customers_mirror", "orders_enriched"} {
+			tables = append(tables, filepath.Join(deltaRoot, t))
+		}
+		say("querying %d tables with Spark SQL and delta-rs SQL", len(tables))
+		bad, err := s.SQLConformance(ctx, tables, nil)
+		if err != nil {
+			return nil, err
+		}
+		res.mismatches += len(bad)
+		res.diffs = append(res.diffs, bad...)
+		if len(bad) == 0 {
+			say("Spark SQL and delta-rs SQL agree with full scans on every column of %d tables", len(tables))
 		}
 	}
 	res.offered = float64(c.ordersEvents) / w.end.Sub(w.start).Seconds()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -43,6 +44,9 @@ type workload struct {
 	writers   int // concurrent writers, each with its own orders
 	customerN int
 	seed      uint64
+
+	// gate: writers hold it shared for each operation; pause holds it alone.
+	gate sync.RWMutex
 
 	start, end time.Time      // of the orders' writes
 	ops        map[string]int // operations done, by kind
@@ -117,7 +121,9 @@ func (w *writer) orderItem(k orderKey, late bool) map[string]types.AttributeValu
 			"city": s([]string{"Lyon", "Zürich", "São Paulo"}[w.r.IntN(3)]), "zip": s(strconv.Itoa(10000 + w.r.IntN(90000))),
 			"geo":   &types.AttributeValueMemberL{Value: []types.AttributeValue{n("45.764"), n("4.8357")}},
 			"inner": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"floor": n(strconv.Itoa(w.r.IntN(9))), "ok": &types.AttributeValueMemberBOOL{Value: true}}},
+			"extra": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}, // empty maps are values too
 		}},
+		"prefs": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}},
 		"history": &types.AttributeValueMemberL{Value: []types.AttributeValue{
 			&types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"at": n(strconv.FormatInt(time.Now().UnixMilli(), 10)), "what": s("created")}},
 			s("free text"), n("7"),
@@ -186,7 +192,10 @@ func (w *workload) run(ctx context.Context, d time.Duration, until <-chan struct
 		writers[i] = wr
 		go func() {
 			for late := range tokens {
-				if err := wr.step(ctx, late); err != nil {
+				w.gate.RLock()
+				err := wr.step(ctx, late)
+				w.gate.RUnlock()
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -209,6 +218,12 @@ func (w *workload) run(ctx context.Context, d time.Duration, until <-chan struct
 		w.live += len(wr.live)
 	}
 	return first
+}
+
+// pause stops the writers after their current operation, until the returned func is called.
+func (w *workload) pause() (resume func()) {
+	w.gate.Lock()
+	return w.gate.Unlock
 }
 
 func (w *writer) newKey() orderKey {

@@ -31,8 +31,10 @@ const (
 
 // Protocol is the protocol action.
 type Protocol struct {
-	MinReaderVersion int `json:"minReaderVersion"`
-	MinWriterVersion int `json:"minWriterVersion"`
+	MinReaderVersion int      `json:"minReaderVersion"`
+	MinWriterVersion int      `json:"minWriterVersion"`
+	ReaderFeatures   []string `json:"readerFeatures,omitempty"`
+	WriterFeatures   []string `json:"writerFeatures,omitempty"`
 }
 
 // Format is the data file format of a table.
@@ -102,12 +104,22 @@ type Action struct {
 	CommitInfo map[string]any `json:"commitInfo,omitempty"`
 }
 
-// EncodeCommit renders actions as a commit file: one JSON object per line.
+// EncodeCommit renders actions as a commit file: one JSON object per line. Partition values are
+// always present in add actions and in remove actions with extended file metadata, {} for none,
+// as the protocol requires.
 func EncodeCommit(actions []Action) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	for _, a := range actions {
+		if a.Add != nil && a.Add.PartitionValues == nil {
+			c := *a.Add
+			c.PartitionValues, a.Add = map[string]string{}, &c
+		}
+		if a.Remove != nil && a.Remove.ExtendedFileMetadata && a.Remove.PartitionValues == nil {
+			c := *a.Remove
+			c.PartitionValues, a.Remove = map[string]string{}, &c
+		}
 		if err := enc.Encode(a); err != nil {
 			return nil, fmt.Errorf("encoding action: %w", err)
 		}

@@ -157,8 +157,8 @@ func (t *Table) readCheckpoint(ctx context.Context, v int64) (*Snapshot, error) 
 				DataChange: b(x["dataChange"]), ExtendedFileMetadata: b(x["extendedFileMetadata"]), PartitionValues: strMap(x["partitionValues"]), Size: i64(x["size"])}})
 		}
 	}
-	snap, err := Empty().apply(v, actions)
-	if err != nil {
+	snap := Empty()
+	if err := snap.apply(v, actions); err != nil {
 		return nil, fmt.Errorf("%s: checkpoint %d: %w", t.Store.Location(), v, err)
 	}
 	if snap.Protocol == nil || snap.Metadata == nil {
@@ -209,7 +209,7 @@ func ReadRows(ctx context.Context, t *Table) ([]parquetio.Row, error) {
 		if err != nil {
 			return nil, err
 		}
-		rows, err := parquetio.Read(data, nil)
+		rows, err := parquetio.ReadData(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}

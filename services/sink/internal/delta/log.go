@@ -9,6 +9,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
@@ -59,31 +60,51 @@ func (s *Snapshot) TxnVersion(appID string) (int64, bool) {
 	return t.Version, ok
 }
 
-// apply returns the snapshot after a commit of version v.
-func (s *Snapshot) apply(v int64, actions []Action) (*Snapshot, error) {
-	n := &Snapshot{Version: v, Protocol: s.Protocol, Metadata: s.Metadata, Files: maps.Clone(s.Files),
-		Txns: maps.Clone(s.Txns), Removed: maps.Clone(s.Removed), CheckpointVersion: s.CheckpointVersion}
+// Clone returns a copy of the snapshot that later commits do not change.
+func (s *Snapshot) Clone() *Snapshot {
+	c := *s
+	c.Files, c.Txns, c.Removed = maps.Clone(s.Files), maps.Clone(s.Txns), maps.Clone(s.Removed)
+	return &c
+}
+
+// apply advances the snapshot, in place, by the commit of version v. A snapshot is owned by one
+// goroutine: committing and updating change it rather than copy the table's state (the state of
+// a large table, or of one with many tombstones, would be copied at every commit); Clone gives a
+// copy that stays. A commit that needs a protocol this package lacks leaves it unchanged.
+func (s *Snapshot) apply(v int64, actions []Action) error {
+	for _, a := range actions {
+		if a.Protocol != nil && (a.Protocol.MinReaderVersion > ReaderVersion || a.Protocol.MinWriterVersion > WriterVersion) {
+			return fmt.Errorf("version %d: %w: %s", v, ErrUnsupported, describeProtocol(a.Protocol))
+		}
+	}
+	s.Version = v
 	for _, a := range actions {
 		switch {
 		case a.Protocol != nil:
-			if a.Protocol.MinReaderVersion > ReaderVersion || a.Protocol.MinWriterVersion > WriterVersion {
-				return nil, fmt.Errorf("version %d: protocol reader %d writer %d: %w (ddb2delta writes reader 1 writer 2 tables)",
-					v, a.Protocol.MinReaderVersion, a.Protocol.MinWriterVersion, ErrUnsupported)
-			}
-			n.Protocol = a.Protocol
+			s.Protocol = a.Protocol
 		case a.MetaData != nil:
-			n.Metadata = a.MetaData
+			s.Metadata = a.MetaData
 		case a.Add != nil:
-			n.Files[a.Add.Path] = a.Add
-			delete(n.Removed, a.Add.Path)
+			s.Files[a.Add.Path] = a.Add
+			delete(s.Removed, a.Add.Path)
 		case a.Remove != nil:
-			delete(n.Files, a.Remove.Path)
-			n.Removed[a.Remove.Path] = a.Remove
+			delete(s.Files, a.Remove.Path)
+			s.Removed[a.Remove.Path] = a.Remove
 		case a.Txn != nil:
-			n.Txns[a.Txn.AppID] = *a.Txn
+			s.Txns[a.Txn.AppID] = *a.Txn
 		}
 	}
-	return n, nil
+	return nil
+}
+
+// pruneTombstones forgets removals older than horizon (Unix ms): vacuum may have deleted their
+// files, and checkpoints no longer carry them.
+func (s *Snapshot) pruneTombstones(horizon int64) {
+	for p, r := range s.Removed {
+		if r.DeletionTimestamp < horizon {
+			delete(s.Removed, p)
+		}
+	}
 }
 
 // Table reads and commits to one Delta table.
@@ -98,6 +119,13 @@ type Table struct {
 	Now func() time.Time
 	// Log receives what the table's readers and writers want an operator to know. Default: none.
 	Log *slog.Logger
+
+	ckptMu      sync.Mutex
+	ckptWG      sync.WaitGroup
+	ckptBusy    bool
+	ckptNext    *Snapshot // due while one was being written
+	ckptVersion int64 // last checkpoint written, -1: none
+	ckptErr     error
 }
 
 func (t *Table) log() *slog.Logger {
@@ -109,7 +137,7 @@ func (t *Table) log() *slog.Logger {
 
 // NewTable returns the table in store.
 func NewTable(store storage.Store) *Table {
-	return &Table{Store: store, CheckpointInterval: 10, TombstoneRetention: 7 * 24 * time.Hour, Now: time.Now}
+	return &Table{Store: store, CheckpointInterval: 10, TombstoneRetention: 7 * 24 * time.Hour, Now: time.Now, ckptVersion: -1}
 }
 
 // lastCheckpoint is the _last_checkpoint file.
@@ -149,7 +177,8 @@ type Commit struct {
 	Actions []Action
 }
 
-// Update returns the snapshot after every commit newer than snap, and those commits.
+// Update advances snap (in place) past every commit newer than it, and returns it and those
+// commits.
 func (t *Table) Update(ctx context.Context, snap *Snapshot) (*Snapshot, []Commit, error) {
 	objs, err := t.Store.List(ctx, LogDir, CommitName(snap.Version))
 	if err != nil {
@@ -175,7 +204,7 @@ func (t *Table) Update(ctx context.Context, snap *Snapshot) (*Snapshot, []Commit
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %s: %w", t.Store.Location(), o.Name, err)
 		}
-		if snap, err = snap.apply(v, actions); err != nil {
+		if err = snap.apply(v, actions); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", t.Store.Location(), err)
 		}
 		commits = append(commits, Commit{Version: v, Actions: actions})
@@ -200,13 +229,16 @@ type Check func(winner Commit) error
 // Commit writes actions as the next version after read, retrying at later versions while other
 // writers win the race and their commits pass the conflict checks: the built-in ones (a protocol
 // or metadata change, a file this commit removes removed again, a txn app id this commit sets set
-// again) and check. It returns the snapshot after the commit. A commitInfo action is added.
+// again) and check. A commitInfo action is added. It returns the snapshot after the commit: read
+// itself, advanced in place (see Snapshot.apply); after an error read may have advanced to a
+// later version and is to be reloaded.
 //
-// Each commit carries a unique id (commitInfo.txnId). When a put-if-absent is refused, the commit
-// found at that version may be this one: S3 can apply a PUT whose response is then lost, and the
-// SDK's retry of it is refused with 412. A commit that finds its own id treats the version as its
-// own. Commit never deletes data files: after a conflict the caller's files stay (vacuum removes
-// those no version references), because a write whose outcome was unknown may have landed.
+// Each commit carries a unique id (commitInfo.txnId). When a put-if-absent is refused or fails,
+// the commit found at that version may be this one: S3 can apply a PUT whose response is then
+// lost, and the SDK's retry of it is refused with 412. A commit that finds its own id there takes
+// the version as its own. Commit never deletes data files: after a conflict the caller's files
+// stay (vacuum removes those no version references), because a write whose outcome was unknown
+// may have landed.
 func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, info map[string]any, check Check) (*Snapshot, error) {
 	info = maps.Clone(info)
 	if info == nil {
@@ -240,11 +272,12 @@ func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, in
 			return nil, err
 		}
 		err = t.Store.WriteIfAbsent(ctx, CommitName(v), data)
-		if err != nil && !errors.Is(err, storage.ErrExists) {
-			// The outcome is unknown (a timeout, a reset connection): the commit may exist.
+		if err != nil {
+			// Refused or unknown (a timeout, a reset connection): the commit there may be this one.
 			if mine, cerr := t.isMine(ctx, v, id); cerr == nil && mine {
+				t.log().Info("a commit whose response was lost had succeeded", "table", t.Store.Location(), "version", v, "error", err)
 				err = nil
-			} else {
+			} else if !errors.Is(err, storage.ErrExists) {
 				return nil, fmt.Errorf("committing version %d of %s: %w", v, t.Store.Location(), err)
 			}
 		}
@@ -254,10 +287,6 @@ func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, in
 		next, winners, err := t.Update(ctx, read)
 		if err != nil {
 			return nil, err
-		}
-		if len(winners) > 0 && winners[0].Version == v && commitID(winners[0]) == id {
-			t.log().Info("a commit whose response was lost had succeeded", "table", t.Store.Location(), "version", v)
-			return t.committed(ctx, read, v, full)
 		}
 		for _, w := range winners {
 			for _, a := range w.Actions {
@@ -283,20 +312,61 @@ func (t *Table) Commit(ctx context.Context, read *Snapshot, actions []Action, in
 	}
 }
 
-// committed returns the snapshot after this writer's commit of version v, writing a checkpoint
-// when v is due one.
+// committed advances read by this writer's commit of version v. When v is due a checkpoint, it
+// drops tombstones past the retention and starts writing the checkpoint in the background (one at
+// a time; a checkpoint still being written when the next is due makes that one wait for the one
+// after): commits do not wait for checkpoints.
 func (t *Table) committed(ctx context.Context, read *Snapshot, v int64, full []Action) (*Snapshot, error) {
-	snap, err := read.apply(v, full)
-	if err != nil {
+	if err := read.apply(v, full); err != nil {
 		return nil, err
 	}
 	if t.CheckpointInterval > 0 && v > 0 && v%t.CheckpointInterval == 0 {
-		if err := t.WriteCheckpoint(ctx, snap); err != nil {
-			return snap, fmt.Errorf("version %d committed, but its checkpoint failed: %w", v, err)
+		if t.TombstoneRetention > 0 {
+			read.pruneTombstones(t.Now().Add(-t.TombstoneRetention).UnixMilli())
 		}
-		snap.CheckpointVersion = v
+		t.startCheckpoint(ctx, read)
 	}
-	return snap, nil
+	return read, nil
+}
+
+// startCheckpoint writes a checkpoint of a copy of snap in the background. While one is being
+// written, a newer due one waits for it (the newest replaces an older waiting one). A failure is
+// logged and leaves the table as it was: readers replay more commits.
+func (t *Table) startCheckpoint(ctx context.Context, snap *Snapshot) {
+	t.ckptMu.Lock()
+	defer t.ckptMu.Unlock()
+	if t.ckptBusy {
+		t.ckptNext = snap.Clone()
+		return
+	}
+	t.ckptBusy = true
+	first := snap.Clone() // the caller goes on changing snap
+	t.ckptWG.Add(1)
+	go func() {
+		defer t.ckptWG.Done()
+		for c := first; c != nil; {
+			err := t.WriteCheckpoint(context.WithoutCancel(ctx), c)
+			t.ckptMu.Lock()
+			if err != nil {
+				t.ckptErr = fmt.Errorf("checkpoint of version %d: %w", c.Version, err)
+				t.log().Warn("checkpoint failed; readers replay the commits since the previous one", "table", t.Store.Location(), "error", err)
+			} else {
+				t.ckptVersion, t.ckptErr = c.Version, nil
+			}
+			c, t.ckptNext = t.ckptNext, nil
+			t.ckptBusy = c != nil
+			t.ckptMu.Unlock()
+		}
+	}()
+}
+
+// WaitCheckpoint waits for the checkpoint being written, if any, and returns the version of the
+// last checkpoint this Table wrote (-1: none) and the error of the last attempt.
+func (t *Table) WaitCheckpoint() (int64, error) {
+	t.ckptWG.Wait()
+	t.ckptMu.Lock()
+	defer t.ckptMu.Unlock()
+	return t.ckptVersion, t.ckptErr
 }
 
 // isMine reports whether version v exists and is the commit with id.

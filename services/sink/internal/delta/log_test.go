@@ -95,9 +95,9 @@ func TestConcurrentAppendsAllLand(t *testing.T) {
 	errs := make(chan error, writers)
 	for w := range writers {
 		wg.Add(1)
+		read := snap.Clone() // each writer owns its snapshot
 		go func() {
 			defer wg.Done()
-			read := snap
 			for i := range each {
 				next, err := tb.Commit(ctx, read, []Action{add(fmt.Sprintf("w%d-%d.parquet", w, i)), {Txn: &Txn{AppID: fmt.Sprint("writer-", w), Version: int64(i)}}}, nil, nil)
 				if err != nil {
@@ -130,10 +130,11 @@ func TestConflicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The winner rewrites a.parquet; a loser rewriting a.parquet too must not commit.
-	if _, err := tb.Commit(ctx, base, []Action{{Remove: &Remove{Path: "a.parquet"}}, add("a2.parquet")}, nil, nil); err != nil {
+	// (Commit advances the snapshot it is given: each writer commits from its own copy.)
+	if _, err := tb.Commit(ctx, base.Clone(), []Action{{Remove: &Remove{Path: "a.parquet"}}, add("a2.parquet")}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = tb.Commit(ctx, base, []Action{{Remove: &Remove{Path: "a.parquet"}}, add("a3.parquet")}, nil, nil)
+	_, err = tb.Commit(ctx, base.Clone(), []Action{{Remove: &Remove{Path: "a.parquet"}}, add("a3.parquet")}, nil, nil)
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "removed a.parquet") {
 		t.Fatalf("double rewrite: %v", err)
 	}
@@ -143,7 +144,7 @@ func TestConflicts(t *testing.T) {
 		t.Fatalf("disjoint rewrite: %+v %v", snap, err)
 	}
 	// The same txn app id from two writers: the second learns it was a duplicate.
-	if _, err := tb.Commit(ctx, snap, []Action{add("x.parquet"), {Txn: &Txn{AppID: "p0", Version: 10}}}, nil, nil); err != nil {
+	if _, err := tb.Commit(ctx, snap.Clone(), []Action{add("x.parquet"), {Txn: &Txn{AppID: "p0", Version: 10}}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tb.Commit(ctx, snap, []Action{add("y.parquet"), {Txn: &Txn{AppID: "p0", Version: 10}}}, nil, nil); !errors.Is(err, ErrConflict) {
@@ -151,14 +152,14 @@ func TestConflicts(t *testing.T) {
 	}
 	// A schema change by the winner stops the loser; so does the caller's own check.
 	latest, _ := tb.Snapshot(ctx)
-	if _, err := tb.Commit(ctx, latest, createActions(t)[1:], nil, nil); err != nil {
+	if _, err := tb.Commit(ctx, latest.Clone(), createActions(t)[1:], nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tb.Commit(ctx, latest, []Action{add("z.parquet")}, nil, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("after a schema change: %v", err)
 	}
 	latest, _ = tb.Snapshot(ctx)
-	if _, err := tb.Commit(ctx, latest, []Action{add("q.parquet")}, nil, nil); err != nil {
+	if _, err := tb.Commit(ctx, latest.Clone(), []Action{add("q.parquet")}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	mine := errors.New("mine")
@@ -218,8 +219,11 @@ func TestCheckpointsReplaceTheLogPrefix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if snap.CheckpointVersion != 10 {
-		t.Fatalf("last checkpoint at %d, want 10", snap.CheckpointVersion)
+	if v, err := tb.WaitCheckpoint(); v != 10 || err != nil {
+		t.Fatalf("last checkpoint at %d (%v), want 10", v, err)
+	}
+	if snap.Removed["f2.parquet"] != nil {
+		t.Fatal("the expired tombstone is still in memory after the checkpoint")
 	}
 	// Without the commits the checkpoint covers, the table still loads, from the checkpoint.
 	for v := int64(0); v <= 10; v++ {
@@ -231,10 +235,10 @@ func TestCheckpointsReplaceTheLogPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loaded.Version != 12 || loaded.CheckpointVersion != 10 || len(loaded.Files) != len(snap.Files) || len(loaded.Removed) != len(snap.Removed)-1 ||
+	if loaded.Version != 12 || loaded.CheckpointVersion != 10 || len(loaded.Files) != len(snap.Files) || len(loaded.Removed) != len(snap.Removed) ||
 		loaded.Removed["f2.parquet"] != nil {
 		t.Fatalf("loaded version %d (checkpoint %d) with %d files and %d tombstones; want 12 (10), %d and %d (the expired one dropped)",
-			loaded.Version, loaded.CheckpointVersion, len(loaded.Files), len(loaded.Removed), len(snap.Files), len(snap.Removed)-1)
+			loaded.Version, loaded.CheckpointVersion, len(loaded.Files), len(loaded.Removed), len(snap.Files), len(snap.Removed))
 	}
 	for p, a := range snap.Files {
 		l := loaded.Files[p]
@@ -289,7 +293,7 @@ func TestCommitFindsItsOwnLostCommit(t *testing.T) {
 		}
 		// A competitor holding the same txn app id at the next version is a conflict.
 		other := NewTable(tb.Store.(*lossyStore).Store)
-		if _, err := other.Commit(context.Background(), snap, []Action{add("b.parquet"), {Txn: &Txn{AppID: "app", Version: 9}}}, nil, nil); err != nil {
+		if _, err := other.Commit(context.Background(), snap.Clone(), []Action{add("b.parquet"), {Txn: &Txn{AppID: "app", Version: 9}}}, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := tb.Commit(context.Background(), snap, []Action{add("c.parquet"), {Txn: &Txn{AppID: "app", Version: 8}}}, nil, nil); !errors.Is(err, ErrConflict) {

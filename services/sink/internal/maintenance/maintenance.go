@@ -99,7 +99,7 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 		}
 	}
 	var actions []delta.Action
-	now := time.Now().UnixMilli()
+	now := t.Now().UnixMilli()
 	for _, g := range slices.Sorted(maps.Keys(groups)) {
 		files := groups[g]
 		if len(files) < cfg.MinFiles {
@@ -112,7 +112,7 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 			if err != nil {
 				return res, fmt.Errorf("table %s: reading %s: %w", cfg.Name, a.Path, err)
 			}
-			r, err := parquetio.Read(data, nil)
+			r, err := parquetio.ReadData(data)
 			if err != nil {
 				return res, fmt.Errorf("table %s: %s: %w", cfg.Name, a.Path, err)
 			}

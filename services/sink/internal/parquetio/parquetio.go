@@ -72,7 +72,9 @@ func nodeOf(t deltatype.DataType) (parquet.Node, error) {
 	}
 	switch t.Primitive {
 	case "string":
-		return parquet.String(), nil
+		// Dictionary-encoded (falling back to PLAIN pages when a column chunk's dictionary
+		// grows too large): ids, statuses and enum-like attributes repeat.
+		return parquet.Encoded(parquet.String(), &parquet.RLEDictionary), nil
 	case "long":
 		return parquet.Int(64), nil
 	case "integer":
@@ -112,8 +114,11 @@ const (
 	cBool
 	cDate
 	cTimestamp
+	cTimestampMillis // other writers' units and encodings of timestamps
+	cTimestampNanos
+	cInt96
 	cDecimal
-	cSkip // a type the sink does not use (in a file another writer made): read as null
+	cSkip // a type the sink does not use (in a file another writer made)
 )
 
 // plan is a node of the schema with its column index (leaves) and children in column order.
@@ -123,6 +128,7 @@ type plan struct {
 	kind     kind
 	conv     conv
 	col      int     // leaf column index
+	typ      string  // leaf column's Parquet type, for errors
 	children []*plan // struct fields, or the list's element
 	first    int     // first leaf column under this node
 	last     int     // one past the last leaf column under this node
@@ -185,6 +191,7 @@ func planOf(f parquet.Field, col *int) (*plan, error) {
 		p.kind, p.col = kLeaf, *col
 		*col++
 		var err error
+		p.typ = f.Type().String()
 		if p.conv, err = convOf(f.Type()); err != nil {
 			return nil, fmt.Errorf("column %s: %w", f.Name(), err)
 		}
@@ -213,12 +220,17 @@ func convOf(t parquet.Type) (conv, error) {
 		return cInt32, nil
 	case parquet.Int64:
 		if ts, ok := lv.(*format.TimestampType); ok {
-			if _, ok := ts.Unit.Value.(*format.MicroSeconds); !ok {
-				return cSkip, nil
+			switch ts.Unit.Value.(type) {
+			case *format.MilliSeconds:
+				return cTimestampMillis, nil
+			case *format.NanoSeconds:
+				return cTimestampNanos, nil
 			}
 			return cTimestamp, nil
 		}
 		return cInt64, nil
+	case parquet.Int96:
+		return cInt96, nil
 	case parquet.ByteArray:
 		if _, ok := lv.(*format.StringType); ok {
 			return cString, nil

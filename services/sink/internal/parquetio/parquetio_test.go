@@ -179,3 +179,29 @@ func TestNoColumnIndexes(t *testing.T) {
 		t.Fatalf("read back %v", back)
 	}
 }
+
+// TestStringBoundsAreBounds: statistics of long strings are cut to a prefix, and stay bounds in
+// UTF-8 byte order (the order Delta readers compare in), whatever follows the prefix.
+func TestStringBoundsAreBounds(t *testing.T) {
+	long := strings.Repeat("é", StatsPrefix)
+	for _, s := range []string{"", "short", long, long + "a", long + "\U0010FFFF", long + "\U0010FFFF\U0010FFFFz", long + "🚀 more", strings.Repeat("x", 300)} {
+		lo, hi := truncateMin(s, StatsPrefix), truncateMax(s, StatsPrefix)
+		if lo > s || hi < s {
+			t.Errorf("%q: bounds [%q, %q] do not hold it", s, lo, hi)
+		}
+		if n := len([]rune(lo)); n > StatsPrefix {
+			t.Errorf("%q: min has %d characters", s, n)
+		}
+		if len([]rune(s)) <= StatsPrefix && (lo != s || hi != s) {
+			t.Errorf("%q: a short string's bounds are [%q, %q], want itself", s, lo, hi)
+		}
+		// Any longer string with the same prefix is still within the bounds.
+		if len([]rune(s)) > StatsPrefix {
+			for _, tail := range []string{"\x00", "zzz", "\uFFFD", "\U0010FFFE"} {
+				if o := string([]rune(s)[:StatsPrefix]) + tail; o > hi {
+					t.Errorf("%q: %q is above the max %q", s, o, hi)
+				}
+			}
+		}
+	}
+}

@@ -12,9 +12,17 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-// Read decodes every row of a Parquet file written by Write (under this or an older schema).
-// Columns lists the top-level columns wanted (nil: all).
-func Read(data []byte, columns []string) ([]Row, error) {
+// Read decodes every row of a Parquet file written by Write (under this or an older schema), or
+// by another writer. Columns lists the top-level columns wanted (nil: all). Values of types the
+// sink does not use are read as null: for reading what the sink needs from others' checkpoints.
+func Read(data []byte, columns []string) ([]Row, error) { return read(data, columns, false) }
+
+// ReadData decodes every row and column of a table's data file, for rewriting it: a value of a
+// type the sink cannot write back (another writer's file may hold one) is an error naming the
+// column, never a silent null.
+func ReadData(data []byte) ([]Row, error) { return read(data, nil, true) }
+
+func read(data []byte, columns []string, strict bool) ([]Row, error) {
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil, fmt.Errorf("opening parquet file: %w", err)
@@ -30,7 +38,7 @@ func Read(data []byte, columns []string) ([]Row, error) {
 	for {
 		n, err := r.ReadRows(rows)
 		for _, row := range rows[:n] {
-			d := decoder{cols: splitColumns(row, p.last)}
+			d := decoder{cols: splitColumns(row, p.last), strict: strict}
 			m := map[string]any{}
 			for _, c := range p.children {
 				if columns != nil && !slices.Contains(columns, c.name) {
@@ -68,7 +76,8 @@ func splitColumns(row parquet.Row, n int) [][]parquet.Value {
 }
 
 type decoder struct {
-	cols [][]parquet.Value
+	cols   [][]parquet.Value
+	strict bool
 }
 
 func (d *decoder) peek(p *plan) parquet.Value { return d.cols[p.first][0] }
@@ -164,13 +173,29 @@ func (d *decoder) read(p *plan, def, depth int) (any, error) {
 		return time.Unix(int64(v.Int32())*86400, 0).UTC(), nil
 	case cTimestamp:
 		return time.UnixMicro(v.Int64()).UTC(), nil
+	case cTimestampMillis:
+		return time.UnixMilli(v.Int64()).UTC(), nil
+	case cTimestampNanos:
+		return time.Unix(0, v.Int64()).UTC(), nil
+	case cInt96:
+		// Spark's default timestamp encoding: nanoseconds of the day, then the Julian day.
+		i := v.Int96()
+		nanos := int64(i[1])<<32 | int64(i[0])
+		days := int64(i[2]) - julianUnixEpoch
+		return time.Unix(days*86400, nanos).UTC().Truncate(time.Microsecond), nil
 	case cDecimal:
 		return decimalFromBytes(v.ByteArray()), nil
 	case cSkip:
+		if d.strict {
+			return nil, fmt.Errorf("column %s: a value of type %s, which the sink does not write", p.name, p.typ)
+		}
 		return nil, nil
 	}
 	return nil, fmt.Errorf("column %s: unknown conversion", p.name)
 }
+
+// julianUnixEpoch is the Julian day number of 1970-01-01.
+const julianUnixEpoch = 2440588
 
 func decimalFromBytes(b []byte) *big.Int {
 	d := new(big.Int).SetBytes(b)

@@ -19,17 +19,29 @@ type Stats struct {
 	NullCount  map[string]any `json:"nullCount"`
 
 	types map[string]string
-	long  map[string]bool // columns with a string too long to bound: no min/max
 }
 
-// maxStatString is the longest string kept in statistics; columns with longer values get none.
-const maxStatString = 128
+// StatsPrefix is the number of characters of a string kept in statistics: a longer minimum is
+// cut to this prefix (still a lower bound); a longer maximum is cut and followed by U+10FFFF, the
+// greatest code point, so that it stays an upper bound in UTF-8 byte order (Delta's rule; Spark
+// cuts at 32 characters). Keys and ids are rarely longer, so their bounds stay exact.
+const StatsPrefix = 64
+
+// StatsColumn reports whether the sink writes min/max statistics for a top-level column of type
+// t: strings, integers, decimals, dates and timestamps.
+func StatsColumn(t deltatype.DataType) bool {
+	switch t.Primitive {
+	case "", "binary", "boolean":
+		return false
+	}
+	return true
+}
 
 func newStats(s *deltatype.StructType, exclude []string) *Stats {
 	st := &Stats{MinValues: map[string]any{}, MaxValues: map[string]any{}, NullCount: map[string]any{},
-		types: map[string]string{}, long: map[string]bool{}}
+		types: map[string]string{}}
 	for _, f := range s.Fields {
-		if slices.Contains(exclude, f.Name) || f.Type.Primitive == "" || f.Type.Primitive == "binary" || f.Type.Primitive == "boolean" {
+		if slices.Contains(exclude, f.Name) || !StatsColumn(f.Type) {
 			continue
 		}
 		st.types[f.Name] = f.Type.Primitive
@@ -45,9 +57,6 @@ func (s *Stats) add(r Row) {
 		if v == nil {
 			s.NullCount[c] = s.NullCount[c].(int64) + 1
 			continue
-		}
-		if str, ok := v.(string); ok && len(str) > maxStatString {
-			s.long[c] = true
 		}
 		if s.MinValues[c] == nil || less(v, s.MinValues[c]) {
 			s.MinValues[c] = v
@@ -84,9 +93,6 @@ func (s *Stats) JSON() string {
 		NullCount  map[string]any `json:"nullCount"`
 	}{s.NumRecords, map[string]any{}, map[string]any{}, s.NullCount}
 	for c := range s.MinValues {
-		if s.long[c] {
-			continue
-		}
 		out.MinValues[c] = statValue(s.types[c], s.MinValues[c], false)
 		out.MaxValues[c] = statValue(s.types[c], s.MaxValues[c], true)
 	}
@@ -107,8 +113,40 @@ func statValue(typ string, v any, upper bool) any {
 		return t.Format("2006-01-02T15:04:05.000Z")
 	case *big.Int:
 		return json.Number(decimalText(x, 18))
+	case string:
+		if upper {
+			return truncateMax(x, StatsPrefix)
+		}
+		return truncateMin(x, StatsPrefix)
 	}
 	return v
+}
+
+// truncateMin cuts s to its first n characters: a lower bound of s.
+func truncateMin(s string, n int) string {
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}
+
+// truncateMax returns an upper bound of s of about n characters: its first n characters, more
+// while the next one is U+10FFFF itself, then U+10FFFF. Any string with that prefix is below it
+// in UTF-8 byte order, since the character that follows the prefix is below U+10FFFF.
+func truncateMax(s string, n int) string {
+	const top = "\U0010FFFF"
+	i := 0
+	for j, r := range s {
+		if i >= n && r != 0x10FFFF {
+			return s[:j] + top
+		}
+		i++
+	}
+	return s
 }
 
 // decimalText renders unscaled × 10^-scale in plain decimal notation.

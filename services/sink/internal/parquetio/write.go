@@ -217,8 +217,11 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	}
 	var buf bytes.Buffer
 	opts := []parquet.WriterOption{schema, parquet.Compression(&parquet.Zstd), parquet.MaxRowsPerRowGroup(o.RowGroupRows),
-		// PLAIN strings and binary: Spark's vectorized reader (3.5) reads parquet-go's default,
-		// DELTA_LENGTH_BYTE_ARRAY, as empty strings.
+		// Data pages v1, which Delta's protocol recommends and every reader reads; parquet-go's
+		// default, v2, pairs byte arrays with DELTA_LENGTH_BYTE_ARRAY, which Spark 3.5's
+		// vectorized reader returned as empty strings. Binary is PLAIN, strings dictionary-encoded
+		// (see nodeOf).
+		parquet.DataPageVersion(1),
 		parquet.DefaultEncodingFor(parquet.ByteArray, &parquet.Plain),
 		parquet.CreatedBy("ddb2delta", "sink", "")}
 	// parquet-go orders fixed-length decimals as unsigned bytes, so its bounds of a column holding

@@ -298,8 +298,8 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if cp := w.Snapshot().CheckpointVersion; cp < 3 {
-					t.Fatalf("no checkpoint written (last %d)", cp)
+				if cp, err := w.Table().WaitCheckpoint(); cp < 3 || err != nil {
+					t.Fatalf("no checkpoint written (last %d, %v)", cp, err)
 				}
 				if mode == layout.Mirror { // keys above every file's range: new files beside the old ones
 					for b := range 2 {

@@ -19,18 +19,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
@@ -119,6 +120,9 @@ func (w *Writer) adopt(snap *delta.Snapshot) error {
 	}
 	var parts []string
 	if snap.Metadata != nil {
+		if err := delta.CheckWritable(snap, w.cfg.Mode == layout.Mirror); err != nil {
+			return fmt.Errorf("table %s: %w", w.cfg.Name, err)
+		}
 		parts = snap.Metadata.PartitionColumns
 		if w.cfg.Mode == layout.Mirror {
 			if b, err := strconv.Atoi(snap.Metadata.Configuration[ConfBuckets]); err == nil && b > 0 {
@@ -225,19 +229,23 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	schema := w.lay.Schema()
 	if read.Version < 0 {
 		b, _ := json.Marshal(schema)
-		conf := map[string]string{"ddb2delta.mode": w.cfg.Mode}
+		conf := map[string]string{"ddb2delta.mode": w.cfg.Mode, delta.ConfStatsColumns: statsColumns(schema, w.lay.PartitionColumns())}
 		if w.cfg.Mode == layout.Mirror {
 			conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
 		}
 		actions = append(actions,
 			delta.Action{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
 			delta.Action{MetaData: &delta.Metadata{ID: delta.NewID(), Name: w.cfg.Name, Format: delta.Format{Provider: "parquet", Options: map[string]string{}},
-				SchemaString: string(b), PartitionColumns: orEmpty(w.lay.PartitionColumns()), Configuration: conf, CreatedTime: time.Now().UnixMilli()}})
+				SchemaString: string(b), PartitionColumns: orEmpty(w.lay.PartitionColumns()), Configuration: conf, CreatedTime: w.table.Now().UnixMilli()}})
 		w.lay.Grew()
 	} else if w.lay.Grew() {
 		md := *read.Metadata
 		b, _ := json.Marshal(schema)
 		md.SchemaString = string(b)
+		if _, ok := md.Configuration[delta.ConfStatsColumns]; ok { // tables created with it keep it current
+			md.Configuration = maps.Clone(md.Configuration)
+			md.Configuration[delta.ConfStatsColumns] = statsColumns(schema, w.lay.PartitionColumns())
+		}
 		actions = append(actions, delta.Action{MetaData: &md})
 		w.log.Info("table schema evolved", "table", w.cfg.Name, "columns", len(schema.Fields))
 	}
@@ -255,7 +263,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	}
 	actions = append(actions, data...)
 	fault.Point(fault.AfterParquet)
-	now := time.Now().UnixMilli()
+	now := w.table.Now().UnixMilli()
 	for _, app := range sortedKeys(lastTxn) {
 		actions = append(actions, delta.Action{Txn: &delta.Txn{AppID: app, Version: lastTxn[app], LastUpdated: now}})
 	}
@@ -264,7 +272,12 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	if w.cfg.Mode == layout.Mirror {
 		info["operation"] = "MERGE"
 	}
-	snap, err := w.table.Commit(ctx, read, actions, info, w.check(data))
+	keys := make([]string, 0, len(rows))
+	for _, p := range rows {
+		keys = append(keys, p.row[layout.ColKey].(string))
+	}
+	slices.Sort(keys)
+	snap, err := w.table.Commit(ctx, read, actions, info, w.check(data, slices.Compact(keys)))
 	if err != nil {
 		if snap == nil {
 			return res, written, err
@@ -276,26 +289,18 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	return res, written, nil
 }
 
-// check refuses to move a mirror commit past a concurrent commit that added files to a bucket
-// this one rewrites: those files may hold the same keys.
-func (w *Writer) check(mine []delta.Action) delta.Check {
-	if w.cfg.Mode != layout.Mirror {
-		return nil
-	}
-	buckets := map[string]bool{}
-	for _, a := range mine {
-		if a.Add != nil {
-			buckets[a.Add.Tags[tagBucket]] = true
+// statsColumns renders the columns the sink writes statistics for as the value of
+// delta.dataSkippingStatsColumns: Spark then uses those statistics (by default it uses only the
+// first 32 columns, most of them lineage here) and collects the same ones when it rewrites files
+// (so other writers' files keep the _key bounds the mirror merge prunes with).
+func statsColumns(s *deltatype.StructType, partitions []string) string {
+	var cols []string
+	for _, f := range s.Fields {
+		if parquetio.StatsColumn(f.Type) && !slices.Contains(partitions, f.Name) {
+			cols = append(cols, delta.QuoteColumn(f.Name))
 		}
 	}
-	return func(c delta.Commit) error {
-		for _, a := range c.Actions {
-			if a.Add != nil && a.Add.DataChange && buckets[a.Add.Tags[tagBucket]] {
-				return fmt.Errorf("version %d wrote bucket %s too: %w", c.Version, a.Add.Tags[tagBucket], delta.ErrConflict)
-			}
-		}
-		return nil
-	}
+	return strings.Join(cols, ",")
 }
 
 func orEmpty(s []string) []string {
@@ -328,7 +333,7 @@ func (w *Writer) writeFile(ctx context.Context, rows []layout.Row, partValues ma
 	res.Files++
 	res.Bytes += int64(len(data))
 	return delta.Action{Add: &delta.Add{Path: name, PartitionValues: partValues, Size: int64(len(data)),
-		ModificationTime: time.Now().UnixMilli(), DataChange: true, Stats: stats.JSON(), Tags: tags}}, name, nil
+		ModificationTime: w.table.Now().UnixMilli(), DataChange: true, Stats: stats.JSON(), Tags: tags}}, name, nil
 }
 
 // appendRows writes a changelog batch: rows in Kafka order, split by date partition and file size.
@@ -366,120 +371,3 @@ func (w *Writer) appendRows(ctx context.Context, rows []pending, res *Result) ([
 	return actions, written, nil
 }
 
-// tagBucket is the add-action tag holding a mirror file's bucket.
-const tagBucket = "ddb2delta.bucket"
-
-// Bucket returns the bucket of a key.
-func Bucket(key string, buckets int) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(buckets))
-}
-
-// keyRange is the _key range of a data file from its statistics.
-func keyRange(a *delta.Add) (lo, hi string, ok bool) {
-	var st struct {
-		MinValues map[string]any `json:"minValues"`
-		MaxValues map[string]any `json:"maxValues"`
-	}
-	if json.Unmarshal([]byte(a.Stats), &st) != nil {
-		return "", "", false
-	}
-	lo, ok1 := st.MinValues[layout.ColKey].(string)
-	hi, ok2 := st.MaxValues[layout.ColKey].(string)
-	return lo, hi, ok1 && ok2
-}
-
-// mergeRows writes a mirror batch.
-func (w *Writer) mergeRows(ctx context.Context, rows []pending, res *Result) ([]delta.Action, []string, error) {
-	// Compact: the newest change per key.
-	newest := map[string]layout.Row{}
-	for _, p := range rows {
-		k := p.row[layout.ColKey].(string)
-		old, ok := newest[k]
-		if ok {
-			res.Stale++ // one of the two is superseded within the batch
-		}
-		if !ok || layout.Newer(p.row, old) {
-			newest[k] = p.row
-		}
-	}
-	byBucket := map[int][]string{}
-	for k := range newest {
-		b := Bucket(k, w.cfg.Buckets)
-		byBucket[b] = append(byBucket[b], k)
-	}
-	var actions []delta.Action
-	var written []string
-	now := time.Now().UnixMilli()
-	for _, b := range slices.Sorted(maps.Keys(byBucket)) {
-		keys := byBucket[b]
-		slices.Sort(keys)
-		tag := strconv.Itoa(b)
-		// The files of the bucket that may hold one of the keys.
-		var touched []*delta.Add
-		for _, a := range w.snap.Files {
-			if a.Tags[tagBucket] != tag {
-				continue
-			}
-			lo, hi, ok := keyRange(a)
-			if ok {
-				i := sort.SearchStrings(keys, lo)
-				if i == len(keys) || keys[i] > hi {
-					continue
-				}
-			}
-			touched = append(touched, a)
-		}
-		sort.Slice(touched, func(i, j int) bool { return touched[i].Path < touched[j].Path })
-		current := map[string]layout.Row{}
-		for _, a := range touched {
-			data, err := w.table.Store.Read(ctx, a.Path)
-			if err != nil {
-				return nil, written, fmt.Errorf("table %s: reading %s to rewrite it: %w", w.cfg.Name, a.Path, err)
-			}
-			old, err := parquetio.Read(data, nil)
-			if err != nil {
-				return nil, written, fmt.Errorf("table %s: %s: %w", w.cfg.Name, a.Path, err)
-			}
-			for _, r := range old {
-				current[r[layout.ColKey].(string)] = layout.Row(r)
-			}
-			actions = append(actions, delta.Action{Remove: &delta.Remove{Path: a.Path, DeletionTimestamp: now, DataChange: true,
-				ExtendedFileMetadata: true, PartitionValues: a.PartitionValues, Size: a.Size, Tags: a.Tags}})
-			res.Rewritten++
-		}
-		for _, k := range keys {
-			r := newest[k]
-			if old, ok := current[k]; ok && !layout.Newer(r, old) {
-				res.Stale++
-				continue
-			}
-			if r[layout.ColOp] == "d" {
-				delete(current, k)
-			} else {
-				current[k] = r
-			}
-			res.Rows++
-		}
-		if len(current) == 0 {
-			continue
-		}
-		all := slices.Sorted(maps.Keys(current))
-		for start := 0; start < len(all); start += w.cfg.TargetFileRows {
-			chunk := make([]layout.Row, 0, min(w.cfg.TargetFileRows, len(all)-start))
-			for _, k := range all[start:min(start+w.cfg.TargetFileRows, len(all))] {
-				chunk = append(chunk, current[k])
-			}
-			a, name, err := w.writeFile(ctx, chunk, map[string]string{}, "", map[string]string{tagBucket: tag}, res)
-			if name != "" {
-				written = append(written, name)
-			}
-			if err != nil {
-				return nil, written, err
-			}
-			actions = append(actions, a)
-		}
-	}
-	return actions, written, nil
-}

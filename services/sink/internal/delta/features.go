@@ -1,0 +1,114 @@
+package delta
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+)
+
+// Table properties the sink reads or writes.
+const (
+	// ConfStatsColumns lists the columns whose statistics readers use (and writers collect).
+	ConfStatsColumns = "delta.dataSkippingStatsColumns"
+	// ConfAppendOnly forbids removing data (dataChange=true removes).
+	ConfAppendOnly = "delta.appendOnly"
+	// confConstraintPrefix starts the keys of CHECK constraints (writer version 3).
+	confConstraintPrefix = "delta.constraints."
+	// metaInvariants is the column metadata key of invariants (writer version 2).
+	metaInvariants = "delta.invariants"
+)
+
+// writerVersionFeatures names what each writer protocol version above 2 adds, for errors.
+var writerVersionFeatures = map[int]string{
+	3: "CHECK constraints",
+	4: "generated columns or the change data feed",
+	5: "column mapping",
+	6: "identity columns",
+	7: "table features",
+}
+
+// describeProtocol says what a protocol the sink cannot write needs, and what to do.
+func describeProtocol(p *Protocol) string {
+	var needs []string
+	if p.MinReaderVersion > ReaderVersion {
+		needs = append(needs, fmt.Sprintf("reader version %d", p.MinReaderVersion))
+	}
+	if p.MinWriterVersion > WriterVersion {
+		w := fmt.Sprintf("writer version %d", p.MinWriterVersion)
+		if f := writerVersionFeatures[p.MinWriterVersion]; f != "" {
+			w += " (" + f + ")"
+		}
+		needs = append(needs, w)
+	}
+	if feats := slices.Concat(p.ReaderFeatures, p.WriterFeatures); len(feats) > 0 {
+		slices.Sort(feats)
+		needs = append(needs, "features "+strings.Join(slices.Compact(feats), ", "))
+	}
+	return "the table needs " + strings.Join(needs, ", ") +
+		"; ddb2delta's sink writes reader 1 / writer 2 tables and would ignore what the newer protocol requires of writers," +
+		" so it refuses to write (an engine that upgraded the table, e.g. by ADD CONSTRAINT or enabling a feature, must not be followed by this sink)"
+}
+
+// CheckWritable returns an error wrapping ErrUnsupported, naming the property or column, when
+// the sink cannot write the table as its protocol requires: an invariant on a column (which the
+// sink would have to evaluate on every row), a CHECK constraint, or, for a writer that removes
+// data (a mirror), delta.appendOnly.
+func CheckWritable(snap *Snapshot, removesData bool) error {
+	if snap.Metadata == nil {
+		return nil
+	}
+	conf := snap.Metadata.Configuration
+	if removesData && strings.EqualFold(conf[ConfAppendOnly], "true") {
+		return fmt.Errorf("%w: the table is append-only (%s=true), and a mirror updates and deletes rows: write it as a changelog, or unset the property",
+			ErrUnsupported, ConfAppendOnly)
+	}
+	for k := range conf {
+		if strings.HasPrefix(k, confConstraintPrefix) {
+			return fmt.Errorf("%w: the table has the CHECK constraint %s, which the sink does not evaluate: drop it or write another table",
+				ErrUnsupported, strings.TrimPrefix(k, confConstraintPrefix))
+		}
+	}
+	schema, err := snap.Schema()
+	if err != nil {
+		return err
+	}
+	if col := withInvariant(schema, ""); col != "" {
+		return fmt.Errorf("%w: column %s has an invariant (%s), which the sink does not evaluate", ErrUnsupported, col, metaInvariants)
+	}
+	return nil
+}
+
+// withInvariant returns the first column (dotted path) under s that carries an invariant.
+func withInvariant(s *deltatype.StructType, prefix string) string {
+	if s == nil {
+		return ""
+	}
+	for _, f := range s.Fields {
+		if _, ok := f.Metadata[metaInvariants]; ok {
+			return prefix + f.Name
+		}
+		if f.Type.Struct != nil {
+			if c := withInvariant(f.Type.Struct, prefix+f.Name+"."); c != "" {
+				return c
+			}
+		}
+	}
+	return ""
+}
+
+// QuoteColumn renders a column name for a Delta column list property: backticks unless the name
+// is plain letters, digits and underscores.
+func QuoteColumn(name string) string {
+	plain := name != ""
+	for _, r := range name {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			plain = false
+		}
+	}
+	if plain {
+		return name
+	}
+	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+}
