@@ -124,7 +124,7 @@ type Table struct {
 	ckptWG      sync.WaitGroup
 	ckptBusy    bool
 	ckptNext    *Snapshot // due while one was being written
-	ckptVersion int64 // last checkpoint written, -1: none
+	ckptVersion int64     // last checkpoint written, -1: none
 	ckptErr     error
 }
 

@@ -370,4 +370,3 @@ func (w *Writer) appendRows(ctx context.Context, rows []pending, res *Result) ([
 	}
 	return actions, written, nil
 }
-
