@@ -121,9 +121,10 @@ func (w *writer) orderItem(k orderKey, late bool) map[string]types.AttributeValu
 			"city": s([]string{"Lyon", "Zürich", "São Paulo"}[w.r.IntN(3)]), "zip": s(strconv.Itoa(10000 + w.r.IntN(90000))),
 			"geo":   &types.AttributeValueMemberL{Value: []types.AttributeValue{n("45.764"), n("4.8357")}},
 			"inner": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"floor": n(strconv.Itoa(w.r.IntN(9))), "ok": &types.AttributeValueMemberBOOL{Value: true}}},
-			"extra": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}, // empty maps are values too
 		}},
-		"prefs": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}},
+		// No empty map ({"M": {}}): DynamoDB Local 3.3.1's stream renders one as {} (no type),
+		// which the Go SDK decodes as the value of the attribute decoded before it. The sink's
+		// tests write empty maps through both encodings instead.
 		"history": &types.AttributeValueMemberL{Value: []types.AttributeValue{
 			&types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"at": n(strconv.FormatInt(time.Now().UnixMilli(), 10)), "what": s("created")}},
 			s("free text"), n("7"),

@@ -63,12 +63,13 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 			return fmt.Errorf("table %s: %w", t.Name, err)
 		}
 		w := writer.New(writer.Config{Name: t.Name, Mode: t.Mode, PartitionByDate: t.PartitionBy == "date",
-			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets}, st, rt.Log)
+			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets, Properties: t.Properties}, st, rt.Log)
 		w.Table().CheckpointInterval = s.CheckpointInterval
 		w.Table().TombstoneRetention = s.Maintenance.Retention
 		cfg.Tables = append(cfg.Tables, pipeline.Table{Name: t.Name, Topics: t.Topics, Writer: w})
 		maint = append(maint, maintained{table: delta.NewTable(st), cfg: maintenance.Config{Name: t.Name, MinFiles: s.Maintenance.MinFiles,
-			SmallFileBytes: s.Maintenance.SmallFileBytes, TargetFileRows: t.TargetFileRows, Retention: s.Maintenance.Retention}})
+			SmallFileBytes: s.Maintenance.SmallFileBytes, TargetFileRows: t.TargetFileRows, Retention: s.Maintenance.Retention,
+			ForceRetention: s.Maintenance.ForceRetention}})
 		rt.Log.Info("table", "name", t.Name, "mode", t.Mode, "location", loc, "topics", t.Topics)
 	}
 
@@ -105,8 +106,9 @@ type maintained struct {
 	cfg   maintenance.Config
 }
 
-// maintain compacts and vacuums every table each interval. Every replica does it; concurrent
-// rounds on one table conflict harmlessly (one commits, the others skip).
+// maintain compacts and vacuums every table and deletes its expired log files each interval.
+// Every replica does it; concurrent rounds on one table conflict harmlessly (one commits, the
+// others skip; deleting a deleted file is not an error).
 func maintain(ctx context.Context, tables []maintained, interval time.Duration, checkpoints int64, retention time.Duration, rt *service.Runtime) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -121,8 +123,13 @@ func maintain(ctx context.Context, tables []maintained, interval time.Duration, 
 			if _, err := maintenance.Compact(ctx, m.table, m.cfg, rt.Log); err != nil && ctx.Err() == nil {
 				rt.Log.Warn("compaction failed; retrying next round", "table", m.cfg.Name, "error", err)
 			}
-			if _, err := maintenance.Vacuum(ctx, m.table, m.cfg, time.Now(), rt.Log); err != nil && ctx.Err() == nil {
+			if _, err := maintenance.Vacuum(ctx, m.table, m.cfg, time.Now(), rt.Log); errors.Is(err, maintenance.ErrRetentionTooShort) {
+				rt.Log.Error("vacuum refused: fix the configuration", "table", m.cfg.Name, "error", err)
+			} else if err != nil && ctx.Err() == nil {
 				rt.Log.Warn("vacuum failed; retrying next round", "table", m.cfg.Name, "error", err)
+			}
+			if _, err := maintenance.CleanLog(ctx, m.table, m.cfg.Name, time.Now(), rt.Log); err != nil && ctx.Err() == nil {
+				rt.Log.Warn("log cleanup failed; retrying next round", "table", m.cfg.Name, "error", err)
 			}
 		}
 	}

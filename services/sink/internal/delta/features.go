@@ -3,7 +3,9 @@ package delta
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 )
@@ -111,4 +113,50 @@ func QuoteColumn(name string) string {
 		return name
 	}
 	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+}
+
+// Retention properties of a table (Delta's names and defaults).
+const (
+	ConfDeletedFileRetention = "delta.deletedFileRetentionDuration"
+	ConfLogRetention         = "delta.logRetentionDuration"
+	ConfExpiredLogCleanup    = "delta.enableExpiredLogCleanup"
+
+	DefaultDeletedFileRetention = 7 * 24 * time.Hour
+	DefaultLogRetention         = 30 * 24 * time.Hour
+)
+
+// ParseInterval parses a Delta interval property: "interval 7 days", "interval 1 week",
+// "168 hours", "interval 30 minutes" (the word "interval" optional; units in singular or plural,
+// from nanoseconds to weeks).
+func ParseInterval(s string) (time.Duration, error) {
+	f := strings.Fields(strings.ToLower(strings.TrimSpace(s)))
+	if len(f) > 0 && f[0] == "interval" {
+		f = f[1:]
+	}
+	if len(f) != 2 {
+		return 0, fmt.Errorf("interval %q is not \"interval <n> <unit>\"", s)
+	}
+	n, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("interval %q: %q is not a whole number", s, f[0])
+	}
+	units := map[string]time.Duration{"nanosecond": time.Nanosecond, "microsecond": time.Microsecond, "millisecond": time.Millisecond,
+		"second": time.Second, "minute": time.Minute, "hour": time.Hour, "day": 24 * time.Hour, "week": 7 * 24 * time.Hour}
+	u, ok := units[strings.TrimSuffix(f[1], "s")]
+	if !ok {
+		return 0, fmt.Errorf("interval %q: unknown unit %q", s, f[1])
+	}
+	return time.Duration(n) * u, nil
+}
+
+// IntervalProperty returns a table's interval property, or def when the table does not set it.
+func IntervalProperty(md *Metadata, key string, def time.Duration) (time.Duration, error) {
+	if md == nil || md.Configuration[key] == "" {
+		return def, nil
+	}
+	d, err := ParseInterval(md.Configuration[key])
+	if err != nil {
+		return 0, fmt.Errorf("table property %s: %w", key, err)
+	}
+	return d, nil
 }

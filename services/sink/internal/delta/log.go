@@ -161,7 +161,12 @@ func (t *Table) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if lc.Parts > 1 {
 			return nil, fmt.Errorf("%s: checkpoint %d has %d parts: %w (multi-part checkpoints)", t.Store.Location(), lc.Version, lc.Parts, ErrUnsupported)
 		}
-		if snap, err = t.readCheckpoint(ctx, lc.Version); err != nil {
+		if snap, err = t.readCheckpoint(ctx, lc.Version); errors.Is(err, storage.ErrNotFound) {
+			// _last_checkpoint may point at a checkpoint that log cleanup removed (another
+			// writer wrote an older one last): use the newest one there is.
+			snap, err = t.newestCheckpoint(ctx)
+		}
+		if err != nil {
 			return nil, err
 		}
 	case !errors.Is(err, storage.ErrNotFound):
@@ -169,6 +174,25 @@ func (t *Table) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	snap, _, err = t.Update(ctx, snap)
 	return snap, err
+}
+
+// newestCheckpoint loads the newest single-file checkpoint found by listing the log, or the empty
+// snapshot when there is none.
+func (t *Table) newestCheckpoint(ctx context.Context) (*Snapshot, error) {
+	objs, err := t.Store.List(ctx, LogDir, "")
+	if err != nil {
+		return nil, err
+	}
+	newest := int64(-1)
+	for _, o := range objs {
+		if v, cp, ok := LogFileVersion(o.Name); ok && cp && v > newest {
+			newest = v
+		}
+	}
+	if newest < 0 {
+		return Empty(), nil
+	}
+	return t.readCheckpoint(ctx, newest)
 }
 
 // Commit is one commit read from the log.
@@ -210,6 +234,21 @@ func (t *Table) Update(ctx context.Context, snap *Snapshot) (*Snapshot, []Commit
 		commits = append(commits, Commit{Version: v, Actions: actions})
 	}
 	return snap, commits, nil
+}
+
+// LogFileVersion parses the version of a file in _delta_log: a commit (N.json), a checkpoint
+// (N.checkpoint.parquet, or a part or V2 form of one), a checksum (N.crc). checkpoint reports a
+// single-file classic checkpoint, the kind this package reads and writes.
+func LogFileVersion(name string) (v int64, checkpoint, ok bool) {
+	base, found := strings.CutPrefix(name, LogDir)
+	if !found || len(base) < 22 || base[20] != '.' {
+		return 0, false, false
+	}
+	v, err := strconv.ParseInt(base[:20], 10, 64)
+	if err != nil {
+		return 0, false, false
+	}
+	return v, base[21:] == "checkpoint.parquet", true
 }
 
 // commitVersion parses _delta_log/<20 digits>.json.

@@ -37,8 +37,16 @@ type Config struct {
 	// TargetFileRows bounds the rows of a compacted file. Default: 1,000,000.
 	TargetFileRows int
 	// Retention: removed and orphaned files younger than this are kept. Default: 7 days.
-	Retention time.Duration
+	// Vacuum refuses a retention shorter than the table's delta.deletedFileRetentionDuration
+	// (7 days when unset), which other engines' readers and vacuums rely on, unless
+	// ForceRetention is set.
+	Retention      time.Duration
+	ForceRetention bool
 }
+
+// ErrRetentionTooShort is returned (wrapped) by Vacuum when Config.Retention is shorter than the
+// table's delta.deletedFileRetentionDuration and ForceRetention is not set.
+var ErrRetentionTooShort = errors.New("vacuum retention shorter than the table's")
 
 func (c Config) withDefaults() Config {
 	if c.MinFiles <= 1 {
@@ -190,6 +198,14 @@ func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log 
 	if err != nil || snap.Version < 0 {
 		return res, err
 	}
+	tableRetention, err := delta.IntervalProperty(snap.Metadata, delta.ConfDeletedFileRetention, delta.DefaultDeletedFileRetention)
+	if err != nil {
+		return res, fmt.Errorf("table %s: %w", cfg.Name, err)
+	}
+	if cfg.Retention < tableRetention && !cfg.ForceRetention {
+		return res, fmt.Errorf("table %s: %w: maintenance.retention is %s, the table's %s is %s; readers of versions younger than that may still need the files (raise maintenance.retention, lower the property, or set maintenance.force_retention)",
+			cfg.Name, ErrRetentionTooShort, cfg.Retention, delta.ConfDeletedFileRetention, tableRetention)
+	}
 	horizon := now.Add(-cfg.Retention)
 	objs, err := t.Store.List(ctx, "", "")
 	if err != nil {
@@ -219,4 +235,53 @@ func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log 
 		log.Info("vacuumed", "table", cfg.Name, "files", res.Vacuumed, "bytes", res.VacuumedSize)
 	}
 	return res, nil
+}
+
+// CleanLog deletes the log files no reader can use any more, as Delta's own metadata cleanup
+// does: commits, checkpoints and checksums older than the table's delta.logRetentionDuration
+// (30 days when unset) whose version is below the newest checkpoint written before that horizon.
+// Time travel then reaches back to that checkpoint. Nothing is deleted when the table sets
+// delta.enableExpiredLogCleanup to false, nor at or after the checkpoint _last_checkpoint names.
+// It returns the number of files deleted.
+func CleanLog(ctx context.Context, t *delta.Table, name string, now time.Time, log *slog.Logger) (int, error) {
+	snap, err := t.Snapshot(ctx)
+	if err != nil || snap.Version < 0 {
+		return 0, err
+	}
+	if strings.EqualFold(snap.Metadata.Configuration[delta.ConfExpiredLogCleanup], "false") {
+		return 0, nil
+	}
+	retention, err := delta.IntervalProperty(snap.Metadata, delta.ConfLogRetention, delta.DefaultLogRetention)
+	if err != nil {
+		return 0, fmt.Errorf("table %s: %w", name, err)
+	}
+	horizon := now.Add(-retention)
+	objs, err := t.Store.List(ctx, delta.LogDir, "")
+	if err != nil {
+		return 0, err
+	}
+	keep := int64(-1) // the newest checkpoint older than the horizon
+	for _, o := range objs {
+		if v, cp, ok := delta.LogFileVersion(o.Name); ok && cp && !o.Modified.After(horizon) && v > keep {
+			keep = v
+		}
+	}
+	if last := snap.CheckpointVersion; last >= 0 && last < keep {
+		keep = last
+	}
+	deleted := 0
+	for _, o := range objs {
+		v, _, ok := delta.LogFileVersion(o.Name)
+		if !ok || v >= keep || o.Modified.After(horizon) {
+			continue
+		}
+		if err := t.Store.Delete(ctx, o.Name); err != nil {
+			return deleted, err
+		}
+		deleted++
+	}
+	if deleted > 0 {
+		log.Info("expired log files deleted", "table", name, "files", deleted, "before_version", keep, "retention", retention)
+	}
+	return deleted, nil
 }

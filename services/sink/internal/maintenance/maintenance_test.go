@@ -2,12 +2,14 @@ package maintenance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,8 +176,14 @@ func TestVacuumKeepsWhatReadersMayNeed(t *testing.T) {
 	}
 	snap, _ := tb.Snapshot(ctx)
 	live := len(snap.Files)
+	// A retention below the table's delta.deletedFileRetentionDuration (7 days by default) is
+	// refused unless forced.
+	if _, err := Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour}, time.Now().Add(2*time.Hour), quiet); !errors.Is(err, ErrRetentionTooShort) ||
+		!strings.Contains(err.Error(), "delta.deletedFileRetentionDuration") {
+		t.Fatalf("a 1h retention on a 7-day table: %v, want ErrRetentionTooShort naming the property", err)
+	}
 	// Within the retention period nothing goes.
-	res, err := Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour}, time.Now(), quiet)
+	res, err := Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour, ForceRetention: true}, time.Now(), quiet)
 	if err != nil || res.Vacuumed != 0 {
 		t.Fatalf("fresh vacuum %+v %v", res, err)
 	}
@@ -184,7 +192,7 @@ func TestVacuumKeepsWhatReadersMayNeed(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(root, orphan), old, old); err != nil {
 		t.Fatal(err)
 	}
-	res, err = Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour}, time.Now().Add(2*time.Hour), quiet)
+	res, err = Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour, ForceRetention: true}, time.Now().Add(2*time.Hour), quiet)
 	if err != nil || res.Vacuumed != 4 {
 		t.Fatalf("vacuum %+v %v; want 3 tombstoned files and the orphan", res, err)
 	}
@@ -199,5 +207,43 @@ func TestVacuumKeepsWhatReadersMayNeed(t *testing.T) {
 	}
 	if rows := allRows(t, tb); len(rows) != 1 || rows[0]["v"] != int64(3) {
 		t.Fatalf("rows after vacuum %v", rows)
+	}
+}
+
+// TestCleanLog: commits and checkpoints past delta.logRetentionDuration go, up to the newest
+// checkpoint older than it; the table still loads, at the same version, from what is left.
+func TestCleanLog(t *testing.T) {
+	ctx := context.Background()
+	var batches [][]writer.Change
+	for b := range 25 {
+		batches = append(batches, []writer.Change{change(fmt.Sprint("k", b%3), b, int64(b+1))})
+	}
+	w := table(t, layout.Mirror, batches) // versions 0..24, checkpoints at 10 and 20
+	tb := w.Table()
+	if cp, err := tb.WaitCheckpoint(); cp != 20 || err != nil {
+		t.Fatalf("checkpoint %d %v", cp, err)
+	}
+	before, err := tb.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := CleanLog(ctx, tb, "t", time.Now(), quiet); n != 0 || err != nil {
+		t.Fatalf("within the retention: %d deleted, %v", n, err)
+	}
+	// 31 days later everything is old: versions below the newest checkpoint (20) go.
+	later := time.Now().Add(31 * 24 * time.Hour)
+	n, err := CleanLog(ctx, tb, "t", later, quiet)
+	if err != nil || n != 21 { // commits 0..19 and checkpoint 10
+		t.Fatalf("%d log files deleted (%v), want 21", n, err)
+	}
+	objs, _ := tb.Store.List(ctx, delta.LogDir, "")
+	for _, o := range objs {
+		if v, _, ok := delta.LogFileVersion(o.Name); ok && v < 20 {
+			t.Fatalf("%s survived", o.Name)
+		}
+	}
+	after, err := delta.NewTable(tb.Store).Snapshot(ctx)
+	if err != nil || after.Version != before.Version || len(after.Files) != len(before.Files) {
+		t.Fatalf("after cleanup: version %d, %d files (%v); want %d, %d", after.Version, len(after.Files), err, before.Version, len(before.Files))
 	}
 }

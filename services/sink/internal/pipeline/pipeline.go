@@ -133,6 +133,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.mu.Unlock()
 			scancel()
 			cl.AllowRebalance()
+			for _, t := range p.cfg.Tables { // a checkpoint being written is finished, not cut off
+				t.Writer.Close()
+			}
 			return err
 		}
 		fetches.EachError(func(t string, part int32, err error) {

@@ -2,6 +2,7 @@
 package settings
 
 import (
+	"maps"
 	"net/url"
 	"path"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 )
 
 // EnvPrefix prefixes the environment variables that override the sink's keys.
@@ -55,8 +57,12 @@ type Maintenance struct {
 	// SmallFileBytes: files below this size are small. Default: 32 MiB.
 	SmallFileBytes int64 `yaml:"small_file_bytes"`
 	// Retention: removed and orphaned files younger than this are kept (readers of older
-	// versions, commits in flight). Default: 168h.
+	// versions, commits in flight). Vacuum refuses a retention shorter than a table's
+	// delta.deletedFileRetentionDuration (7 days when unset) unless ForceRetention. Default: 168h.
 	Retention time.Duration `yaml:"retention"`
+	// ForceRetention lets vacuum use a Retention shorter than a table's
+	// delta.deletedFileRetentionDuration. Default: false.
+	ForceRetention bool `yaml:"force_retention"`
 }
 
 // Batch is when buffered changes are committed: whichever limit is reached first.
@@ -98,7 +104,17 @@ type Table struct {
 	Buckets int `yaml:"buckets"`
 	// TargetFileRows bounds the rows of one data file. Default: 1000000.
 	TargetFileRows int `yaml:"target_file_rows"`
+	// Properties are table properties set when the sink creates the table (TBLPROPERTIES):
+	// the Delta ones in TableProperties, and any key outside the delta. and ddb2delta.
+	// namespaces (labels for users). Default: none.
+	Properties map[string]string `yaml:"properties"`
 }
+
+// TableProperties are the Delta table properties a table's properties may set: those the sink
+// honours with the protocol it writes. Others (change data feed, deletion vectors, column
+// mapping, constraints, …) need newer protocols.
+var TableProperties = []string{delta.ConfLogRetention, delta.ConfDeletedFileRetention, delta.ConfExpiredLogCleanup,
+	delta.ConfAppendOnly, delta.ConfStatsColumns, "delta.dataSkippingNumIndexedCols", "delta.checkpointInterval"}
 
 // AWS returns the section's SDK settings.
 func (s S3) AWS() awsconf.Config { return awsconf.Config{Region: s.Region, Endpoint: s.Endpoint} }
@@ -204,6 +220,21 @@ func (s *Settings) Validate() error {
 		}
 		if !validLocation(t.Location) {
 			p.Add(key+".location", "must be a directory, file:// or s3:// URL, got %q", t.Location)
+		}
+		for _, k := range slices.Sorted(maps.Keys(t.Properties)) {
+			pk, v := key+".properties."+k, t.Properties[k]
+			switch {
+			case strings.HasPrefix(k, "ddb2delta."):
+				p.Add(pk, "the ddb2delta. properties are the sink's own")
+			case strings.HasPrefix(k, "delta.") && !slices.Contains(TableProperties, k):
+				p.Add(pk, "not a property the sink can honour: it writes reader 1 / writer 2 tables; allowed: %s", strings.Join(TableProperties, ", "))
+			case k == delta.ConfLogRetention || k == delta.ConfDeletedFileRetention:
+				if _, err := delta.ParseInterval(v); err != nil {
+					p.Add(pk, "%v", err)
+				}
+			case k == delta.ConfAppendOnly && v == "true" && t.Mode == "mirror":
+				p.Add(pk, "a mirror updates and deletes rows; only a changelog can be append-only")
+			}
 		}
 	}
 	return p.Err()

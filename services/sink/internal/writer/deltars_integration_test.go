@@ -23,7 +23,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hamba/avro/v2"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
@@ -259,6 +261,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				w := New(Config{Name: "orders", Mode: mode, PartitionByDate: mode == layout.Changelog, Buckets: 4}, st, testLog())
 				w.Table().CheckpointInterval = 3
 				var off int64
+				model := ddbavro.NewModel("orders")
 				// The rows expected, computed from the changes alone: changelog rows by
 				// partition@offset, mirror rows by key.
 				expect := map[string]expected{}
@@ -291,7 +294,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 							attrs["added"] = num(i)
 							attrs["address"].(*types.AttributeValueMemberM).Value["zip"] = num(69001)
 						}
-						changes = append(changes, change(op, id, int(off)*10, false, attrs, int32(i%3), off))
+						changes = append(changes, viaAvro(t, encodings[loc.name], model, change(op, id, int(off)*10, false, attrs, int32(i%3), off)))
 						record(op, id, int32(i%3), off, fmt.Sprintf("名前 %d", batch*100+i), n)
 					}
 					if _, err := w.Write(ctx, changes, nil); err != nil {
@@ -397,6 +400,41 @@ func TestTwoWritersOnS3(t *testing.T) {
 		t.Fatalf("final mirror\n got %v\nwant %v", got, want)
 	}
 	t.Logf("24 commits by two racing writers on S3, versions 0..23, %d rows as expected", len(got))
+}
+
+// encodings: each mode is written once from typed and once from document events.
+var encodings = map[string]ddbavro.Encoding{"filesystem": ddbavro.Typed, "s3": ddbavro.Document}
+
+// viaAvro returns the change as the sink gets it from Kafka: its event encoded in enc (typed
+// with model, evolving it) and decoded again, the typed one through its schema rendered and
+// parsed back, as the sink reads it from the registry.
+func viaAvro(t *testing.T, enc ddbavro.Encoding, model *ddbavro.Model, c Change) Change {
+	t.Helper()
+	var b []byte
+	var err error
+	switch enc {
+	case ddbavro.Typed:
+		if _, err = model.EvolveFor(c.Event); err == nil {
+			b, err = model.AppendTyped(nil, c.Event)
+		}
+		if err == nil {
+			var s avro.Schema
+			if s, err = avro.Parse(model.EnvelopeSchema()); err == nil {
+				var m *ddbavro.Model
+				if m, err = ddbavro.ModelFromEnvelope(s); err == nil {
+					c.Event, err = m.ReadTyped(b)
+				}
+			}
+		}
+	default:
+		if b, err = ddbavro.AppendDocument(nil, c.Event); err == nil {
+			c.Event, err = ddbavro.ReadDocument(b)
+		}
+	}
+	if err != nil {
+		t.Fatalf("%s encoding: %v", enc, err)
+	}
+	return c
 }
 
 func testLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

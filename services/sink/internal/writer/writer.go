@@ -47,6 +47,8 @@ type Config struct {
 	// Buckets is the number of key-hash buckets of a mirror table, fixed when the table is
 	// created (recorded in its configuration). Default: 16.
 	Buckets int
+	// Properties are set in the table's configuration when the writer creates it.
+	Properties map[string]string
 }
 
 // Change is one change event to write, with where it was read from.
@@ -123,6 +125,10 @@ func (w *Writer) adopt(snap *delta.Snapshot) error {
 		if err := delta.CheckWritable(snap, w.cfg.Mode == layout.Mirror); err != nil {
 			return fmt.Errorf("table %s: %w", w.cfg.Name, err)
 		}
+		// Checkpoints keep tombstones as long as the table says vacuums must wait.
+		if d, err := delta.IntervalProperty(snap.Metadata, delta.ConfDeletedFileRetention, 0); err == nil && d > 0 {
+			w.table.TombstoneRetention = d
+		}
 		parts = snap.Metadata.PartitionColumns
 		if w.cfg.Mode == layout.Mirror {
 			if b, err := strconv.Atoi(snap.Metadata.Configuration[ConfBuckets]); err == nil && b > 0 {
@@ -154,6 +160,10 @@ func (w *Writer) NextOffset(topic string, partition int32) int64 {
 	}
 	return -1
 }
+
+// Close waits for the checkpoint being written in the background, if any. The writer may be
+// used again after it.
+func (w *Writer) Close() { _, _ = w.table.WaitCheckpoint() }
 
 // Snapshot returns the snapshot the writer last read or committed.
 func (w *Writer) Snapshot() *delta.Snapshot { return w.snap }
@@ -229,7 +239,9 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	schema := w.lay.Schema()
 	if read.Version < 0 {
 		b, _ := json.Marshal(schema)
-		conf := map[string]string{"ddb2delta.mode": w.cfg.Mode, delta.ConfStatsColumns: statsColumns(schema, w.lay.PartitionColumns())}
+		conf := map[string]string{delta.ConfStatsColumns: statsColumns(schema, w.lay.PartitionColumns())}
+		maps.Copy(conf, w.cfg.Properties)
+		conf["ddb2delta.mode"] = w.cfg.Mode
 		if w.cfg.Mode == layout.Mirror {
 			conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
 		}
@@ -242,7 +254,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		md := *read.Metadata
 		b, _ := json.Marshal(schema)
 		md.SchemaString = string(b)
-		if _, ok := md.Configuration[delta.ConfStatsColumns]; ok { // tables created with it keep it current
+		if _, ok := md.Configuration[delta.ConfStatsColumns]; ok && w.cfg.Properties[delta.ConfStatsColumns] == "" { // kept current
 			md.Configuration = maps.Clone(md.Configuration)
 			md.Configuration[delta.ConfStatsColumns] = statsColumns(schema, w.lay.PartitionColumns())
 		}
