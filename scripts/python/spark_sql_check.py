@@ -85,12 +85,18 @@ def check(spark, location, path):
     count = lambda where="": spark.sql(f"SELECT count(*) FROM {ref} {where}").first()[0]  # noqa: E731
     out = {"count": count(), "columns": {}}
     schema = spark.read.format("delta").load(path).schema
+    orderable = [f for f in schema.fields if kind_of(f.dataType)]
+    bounds = {}
+    if orderable:  # every column's min and max in one scan
+        aggs = ", ".join(f"min({quote(f.name)}), max({quote(f.name)})" for f in orderable)
+        row = spark.sql(f"SELECT {aggs} FROM {ref}").first()
+        bounds = {f.name: (row[2 * i], row[2 * i + 1]) for i, f in enumerate(orderable)}
     for f in schema.fields:
         c = quote(f.name)
         col = {"type": f.dataType.simpleString(), "not_null": count(f"WHERE {c} IS NOT NULL")}
         kind = kind_of(f.dataType)
         if kind:
-            lo, hi = spark.sql(f"SELECT min({c}), max({c}) FROM {ref}").first()
+            lo, hi = bounds[f.name]
             if lo is not None:
                 col["min"] = {"kind": kind, "text": text_of(kind, lo)}
                 col["max"] = {"kind": kind, "text": text_of(kind, hi)}

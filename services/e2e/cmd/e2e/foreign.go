@@ -30,7 +30,8 @@ type foreignReport struct {
 // foreignWriters plays the users who share the sink's mirror with other engines, while the
 // workload writes: Apache Spark runs OPTIMIZE, DELETE WHERE _key IN (…) of five live orders (whose
 // items are then re-written in DynamoDB, so the stream brings them back), and OPTIMIZE ZORDER BY;
-// then delta-rs runs optimize.compact(). Each is retried when it loses a race with the sink, as a
+// delta-rs runs optimize.compact() once the sink has spread those rows over small bucket files
+// again. Each is retried when it loses a race with the sink, as a
 // user's job would be. The drain's checks (mirror = Scan, changelog exact) and checkForeignLog
 // then prove that the sink handled the files these writers made.
 //
@@ -125,11 +126,11 @@ func foreignWriters(ctx context.Context, s *stacktest.Stack, ddb *dynamodb.Clien
 	}
 	rep.deleted = len(keys)
 
-	if a, err = paused(map[string]any{"op": "zorder", "by": []string{"customer_id"}}); err != nil {
+	// The sink spreads the rows of the other writers' files over its bucket files again: some
+	// small files for delta-rs to compact.
+	if err := waitCommits(ctx, location, 2); err != nil {
 		return nil, err
 	}
-	note("spark zorder", a)
-
 	resume := w.pause()
 	out, err := exec.CommandContext(ctx, s.DeltaPython, filepath.Join(s.Root, "scripts", "python", "deltars_optimize.py"), location).Output()
 	resume()
@@ -146,7 +147,39 @@ func foreignWriters(ctx context.Context, s *stacktest.Stack, ddb *dynamodb.Clien
 	}
 	d["op"] = "optimize.compact"
 	note("delta-rs", d)
+	if m, _ := d["metrics"].(map[string]any); m == nil || m["numFilesRemoved"] == float64(0) {
+		return nil, fmt.Errorf("delta-rs optimize.compact had nothing to compact: %s", out)
+	}
+
+	if err := waitCommits(ctx, location, 2); err != nil {
+		return nil, err
+	}
+	if a, err = paused(map[string]any{"op": "zorder", "by": []string{"customer_id"}}); err != nil {
+		return nil, err
+	}
+	note("spark zorder", a)
 	return rep, nil
+}
+
+// waitCommits waits until the table's log has n more commits than it has now.
+func waitCommits(ctx context.Context, location string, n int) error {
+	count := func() int {
+		m, _ := filepath.Glob(filepath.Join(location, "_delta_log", "*.json"))
+		return len(m)
+	}
+	want := count() + n
+	deadline := time.Now().Add(2 * time.Minute)
+	for count() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: no %d new commits in 2 minutes", location, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond): // polling the table's log
+		}
+	}
+	return nil
 }
 
 // liveKeys returns up to n _key values of the mirror's current rows.
@@ -232,7 +265,7 @@ func checkForeignLog(location string, rep *foreignReport) ([]string, error) {
 		counts[engine+" "+op]++
 	}
 	var missing []string
-	for _, want := range []string{"spark OPTIMIZE", "spark DELETE"} {
+	for _, want := range []string{"spark OPTIMIZE", "spark DELETE", "delta-rs OPTIMIZE"} {
 		if counts[want] == 0 {
 			missing = append(missing, fmt.Sprintf("orders_mirror: no %s commit in the log (commits by engine and operation: %v)", want, counts))
 		}

@@ -81,7 +81,7 @@ type Remove struct {
 	DeletionTimestamp    int64             `json:"deletionTimestamp"`
 	DataChange           bool              `json:"dataChange"`
 	ExtendedFileMetadata bool              `json:"extendedFileMetadata"`
-	PartitionValues      map[string]string `json:"partitionValues,omitempty"`
+	PartitionValues      map[string]string `json:"partitionValues"`
 	Size                 int64             `json:"size"`
 	Tags                 map[string]string `json:"tags,omitempty"`
 }
@@ -105,8 +105,8 @@ type Action struct {
 }
 
 // EncodeCommit renders actions as a commit file: one JSON object per line. Partition values are
-// always present in add actions and in remove actions with extended file metadata, {} for none,
-// as the protocol requires.
+// always present in add and remove actions, {} for none (the protocol requires them in adds and
+// in removes with extended file metadata).
 func EncodeCommit(actions []Action) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -116,7 +116,7 @@ func EncodeCommit(actions []Action) ([]byte, error) {
 			c := *a.Add
 			c.PartitionValues, a.Add = map[string]string{}, &c
 		}
-		if a.Remove != nil && a.Remove.ExtendedFileMetadata && a.Remove.PartitionValues == nil {
+		if a.Remove != nil && a.Remove.PartitionValues == nil {
 			c := *a.Remove
 			c.PartitionValues, a.Remove = map[string]string{}, &c
 		}

@@ -67,7 +67,7 @@ type growth struct {
 	logFiles, live int
 }
 
-// runGrowth commits n small batches (3 updates of random keys among 2,000) to a mirror, on a
+// runGrowth commits n small batches (3 updates of random keys among 200) to a mirror, on a
 // simulated clock advancing 10 s per commit, with the table's file and log retention at one
 // hour, a checkpoint every 10 commits, and maintenance (compaction, vacuum, log cleanup) every
 // simulated hour, as the sink's maintenance loop does. It measures the last 1,000 commits.
@@ -87,7 +87,7 @@ func runGrowth(b *testing.B, n int) growth {
 	mcfg := maintenance.Config{Name: "growth", Retention: time.Hour, MinFiles: 8}
 	mt := delta.NewTable(st)
 	mt.Now = now
-	const keys = 2000
+	const keys = 200
 	var off int64
 	seq := 0
 	load := make([]Change, 0, keys)
