@@ -71,14 +71,14 @@ func foreignWriters(ctx context.Context, s *stacktest.Stack, ddb *dynamodb.Clien
 			}
 		}
 		if !answers.Scan() {
-			return nil, fmt.Errorf("Spark exited (%v); its log: %s", answers.Err(), stderr.Name())
+			return nil, fmt.Errorf("the Spark writer exited (%v); its log: %s", answers.Err(), stderr.Name())
 		}
 		var a map[string]any
 		if err := json.Unmarshal(answers.Bytes(), &a); err != nil {
-			return nil, fmt.Errorf("Spark's answer %q: %w", answers.Text(), err)
+			return nil, fmt.Errorf("the Spark writer's answer %q: %w", answers.Text(), err)
 		}
 		if a["ok"] != true {
-			return nil, fmt.Errorf("Spark %v failed: %v", a["op"], a["error"])
+			return nil, fmt.Errorf("the Spark writer's %v failed: %v", a["op"], a["error"])
 		}
 		return a, nil
 	}
