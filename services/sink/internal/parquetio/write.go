@@ -229,6 +229,11 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	for _, path := range decimalPaths(s, nil) {
 		opts = append(opts, parquet.SkipPageBounds(path...))
 	}
+	if len(rows) < 4096 {
+		// parquet-go buffers a page of 256 KiB per column: for the small files of frequent
+		// batches (and checkpoints), most of that memory is allocated, cleared and never used.
+		opts = append(opts, parquet.PageBufferSize(16*1024))
+	}
 	w := parquet.NewWriter(&buf, opts...)
 	stats := newStats(s, exclude)
 	enc := &encoder{cols: make([][]parquet.Value, ncols)}

@@ -41,15 +41,15 @@ func TestAmbiguousS3Commit(t *testing.T) {
 	for _, fault := range []s3fault.Fault{s3fault.Drop, s3fault.Reset, s3fault.Delay} {
 		for _, mode := range []string{layout.Mirror, layout.Changelog} {
 			t.Run(fault.String()+"/"+mode, func(t *testing.T) {
-				p := &s3fault.Proxy{Target: s.S3URL, Match: isCommitPut, Nth: 3, Fault: fault, Delay: 3 * time.Second}
+				p := &s3fault.Proxy{Target: s.S3URL, Match: isCommitPut, Nth: 3, Fault: fault, Delay: 6 * time.Second}
 				if err := p.Start(); err != nil {
 					t.Fatal(err)
 				}
 				defer p.Close()
 				cl := s3.NewFromConfig(s.AWSConfig(), func(o *s3.Options) {
 					o.BaseEndpoint, o.UsePathStyle = aws.String(p.URL()), true
-					// One second per attempt: the delayed answer (3 s) comes after the client retried.
-					o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(time.Second)
+					// Two seconds per attempt: the delayed answer (6 s) comes after the client retried.
+					o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(2 * time.Second)
 				})
 				st := storage.NewS3(cl, s.Bucket, fmt.Sprintf("ambiguous/%s-%s-%d", fault, mode, time.Now().UnixNano()))
 				w := New(Config{Name: "orders", Mode: mode, Buckets: 2}, st, testLog())

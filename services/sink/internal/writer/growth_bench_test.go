@@ -48,6 +48,13 @@ func (s *simStore) WriteIfAbsent(ctx context.Context, name string, data []byte) 
 	return err
 }
 
+func (s *simStore) Delete(ctx context.Context, name string) error {
+	s.mu.Lock()
+	delete(s.written, name)
+	s.mu.Unlock()
+	return s.Local.Delete(ctx, name)
+}
+
 func (s *simStore) List(ctx context.Context, prefix, startAfter string) ([]storage.Object, error) {
 	objs, err := s.Local.List(ctx, prefix, startAfter)
 	s.mu.Lock()
@@ -170,7 +177,11 @@ func rssMB() float64 {
 // _delta_log file count stay flat once the retention is reached. The 1,000-commit run is the
 // baseline. Run on its own (scripts/bench does, with -count 1): 61,000 commits take minutes.
 func BenchmarkMirrorGrowth(b *testing.B) {
-	for _, n := range []int{1000, 10000, 50000} {
+	sizes := []int{1000, 10000, 50000}
+	if v, err := strconv.Atoi(os.Getenv("GROWTH_COMMITS")); err == nil && v > 0 { // one size, for profiling
+		sizes = []int{v}
+	}
+	for _, n := range sizes {
 		name := fmt.Sprintf("commits-%dk", n/1000)
 		if n == 1000 {
 			name = "baseline-" + name
