@@ -79,10 +79,11 @@ func (t *Table) WriteCheckpoint(ctx context.Context, snap *Snapshot) error {
 		rows = append(rows, parquetio.Row{"add": map[string]any{"path": a.Path, "partitionValues": orEmpty(a.PartitionValues), "size": a.Size,
 			"modificationTime": a.ModificationTime, "dataChange": false, "stats": optString(a.Stats), "tags": nilIfEmpty(a.Tags)}})
 	}
-	expired := t.Now().Add(-t.TombstoneRetention).UnixMilli()
+	retention := t.tombstoneRetention(snap)
+	expired := t.Now().Add(-retention).UnixMilli()
 	for _, p := range sortedKeys(snap.Removed) {
 		r := snap.Removed[p]
-		if t.TombstoneRetention > 0 && r.DeletionTimestamp < expired {
+		if retention > 0 && r.DeletionTimestamp < expired {
 			continue
 		}
 		rows = append(rows, parquetio.Row{"remove": map[string]any{"path": r.Path, "deletionTimestamp": r.DeletionTimestamp,

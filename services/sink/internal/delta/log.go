@@ -360,12 +360,22 @@ func (t *Table) committed(ctx context.Context, read *Snapshot, v int64, full []A
 		return nil, err
 	}
 	if t.CheckpointInterval > 0 && v > 0 && v%t.CheckpointInterval == 0 {
-		if t.TombstoneRetention > 0 {
-			read.pruneTombstones(t.Now().Add(-t.TombstoneRetention).UnixMilli())
+		if r := t.tombstoneRetention(read); r > 0 {
+			read.pruneTombstones(t.Now().Add(-r).UnixMilli())
 		}
 		t.startCheckpoint(ctx, read)
 	}
 	return read, nil
+}
+
+// tombstoneRetention is how long checkpoints keep a removal: the table's
+// delta.deletedFileRetentionDuration when it sets one (other engines' vacuums rely on it: a file
+// whose tombstone is gone looks like an orphan to them), else TombstoneRetention.
+func (t *Table) tombstoneRetention(snap *Snapshot) time.Duration {
+	if d, err := IntervalProperty(snap.Metadata, ConfDeletedFileRetention, 0); err == nil && d > 0 {
+		return d
+	}
+	return t.TombstoneRetention
 }
 
 // startCheckpoint writes a checkpoint of a copy of snap in the background. While one is being

@@ -301,3 +301,38 @@ func TestCommitFindsItsOwnLostCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestTombstonesFollowTheTableRetention: a table whose delta.deletedFileRetentionDuration is an
+// hour drops older tombstones at its checkpoints, in memory and on disk, whatever the Table's
+// default; younger ones stay.
+func TestTombstonesFollowTheTableRetention(t *testing.T) {
+	ctx := context.Background()
+	tb := newTestTable(t)
+	tb.CheckpointInterval = 4
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tb.Now = func() time.Time { return now }
+	create := createActions(t)
+	create[1].MetaData.Configuration = map[string]string{ConfDeletedFileRetention: "interval 1 hour"}
+	snap, err := tb.Commit(ctx, Empty(), append(create, add("a"), add("b"), add("c")), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := func(p string, age time.Duration) Action {
+		return Action{Remove: &Remove{Path: p, DeletionTimestamp: now.Add(-age).UnixMilli(), DataChange: true}}
+	}
+	for _, a := range [][]Action{{rm("a", 2*time.Hour)}, {rm("b", 30*time.Minute)}, {add("d")}, {add("e")}} {
+		if snap, err = tb.Commit(ctx, snap, a, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := tb.WaitCheckpoint(); v != 4 || err != nil {
+		t.Fatalf("checkpoint %d %v", v, err)
+	}
+	if snap.Removed["a"] != nil || snap.Removed["b"] == nil {
+		t.Fatalf("tombstones in memory after the checkpoint: %v; want b only", snap.Removed)
+	}
+	loaded, err := NewTable(tb.Store).Snapshot(ctx)
+	if err != nil || loaded.Removed["a"] != nil || loaded.Removed["b"] == nil {
+		t.Fatalf("tombstones in the checkpoint: %v (%v); want b only", loaded.Removed, err)
+	}
+}

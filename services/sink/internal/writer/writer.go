@@ -125,10 +125,6 @@ func (w *Writer) adopt(snap *delta.Snapshot) error {
 		if err := delta.CheckWritable(snap, w.cfg.Mode == layout.Mirror); err != nil {
 			return fmt.Errorf("table %s: %w", w.cfg.Name, err)
 		}
-		// Checkpoints keep tombstones as long as the table says vacuums must wait.
-		if d, err := delta.IntervalProperty(snap.Metadata, delta.ConfDeletedFileRetention, 0); err == nil && d > 0 {
-			w.table.TombstoneRetention = d
-		}
 		parts = snap.Metadata.PartitionColumns
 		if w.cfg.Mode == layout.Mirror {
 			if b, err := strconv.Atoi(snap.Metadata.Configuration[ConfBuckets]); err == nil && b > 0 {
