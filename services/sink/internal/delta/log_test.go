@@ -21,6 +21,7 @@ func newTestTable(t *testing.T) *Table {
 	}
 	tb := NewTable(st)
 	tb.CheckpointInterval = 0
+	t.Cleanup(func() { _, _ = tb.WaitCheckpoint() }) // before the directory goes
 	return tb
 }
 

@@ -88,6 +88,7 @@ func BenchmarkSinkWriter(b *testing.B) {
 	b.Run("changelog", func(b *testing.B) {
 		st, _ := storage.NewLocal(b.TempDir())
 		w := New(Config{Name: "bench", Mode: layout.Changelog}, st, slog.New(slog.DiscardHandler))
+		b.Cleanup(w.Close)
 		off := int64(0)
 		b.ResetTimer()
 		start, cpu := time.Now(), benchutil.CPUTime()
@@ -107,6 +108,7 @@ func BenchmarkSinkWriter(b *testing.B) {
 		const size = 1_000_000
 		st, _ := storage.NewLocal(b.TempDir())
 		w := New(Config{Name: "bench", Mode: layout.Mirror, Buckets: 16}, st, slog.New(slog.DiscardHandler))
+		b.Cleanup(w.Close)
 		seq, off := 0, int64(0)
 		for start := 0; start < size; start += 100_000 {
 			load := make([]Change, 0, 100_000)

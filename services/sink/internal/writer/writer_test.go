@@ -55,7 +55,9 @@ func newWriter(t *testing.T, dir string, cfg Config) *Writer {
 	if cfg.Name == "" {
 		cfg.Name = "orders"
 	}
-	return New(cfg, st, slog.New(slog.DiscardHandler))
+	w := New(cfg, st, slog.New(slog.DiscardHandler))
+	t.Cleanup(w.Close) // a checkpoint being written finishes before the directory goes
+	return w
 }
 
 // readTable returns every row of the table's latest version, with this package's own reader.
