@@ -21,30 +21,30 @@ func marshalDynamoJSON(v types.AttributeValue) (string, error) {
 	var err error
 	switch v := v.(type) {
 	case *types.AttributeValueMemberL:
-		out, err = appendJSONList(nil, v.Value)
+		out, err = appendJSONList(nil, v.Value, false)
 	case *types.AttributeValueMemberM:
-		out, err = appendJSONMap(nil, v.Value)
+		out, err = appendJSONMap(nil, v.Value, false)
 	default:
 		return "", fmt.Errorf("internal error: %T is not a list or map", v)
 	}
 	return string(out), err
 }
 
-func appendJSONList(b []byte, l []types.AttributeValue) ([]byte, error) {
+func appendJSONList(b []byte, l []types.AttributeValue, raw bool) ([]byte, error) {
 	b = append(b, '[')
 	var err error
 	for i, x := range l {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if b, err = appendJSONValue(b, x); err != nil {
+		if b, err = appendJSONValue(b, x, raw); err != nil {
 			return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 		}
 	}
 	return append(b, ']'), nil
 }
 
-func appendJSONMap(b []byte, m map[string]types.AttributeValue) ([]byte, error) {
+func appendJSONMap(b []byte, m map[string]types.AttributeValue, raw bool) ([]byte, error) {
 	b = append(b, '{')
 	var err error
 	for i, k := range sortedAttrs(m) {
@@ -52,23 +52,25 @@ func appendJSONMap(b []byte, m map[string]types.AttributeValue) ([]byte, error) 
 			b = append(b, ',')
 		}
 		b = append(appendJSONString(b, k), ':')
-		if b, err = appendJSONValue(b, m[k]); err != nil {
+		if b, err = appendJSONValue(b, m[k], raw); err != nil {
 			return nil, inAttr("."+k, err)
 		}
 	}
 	return append(b, '}'), nil
 }
 
-func appendJSONValue(b []byte, v types.AttributeValue) ([]byte, error) {
+// appendJSONValue appends v's DynamoDB JSON. Numbers are checked and canonical unless raw, which
+// writes them as received (for dead letters, which must keep even a malformed number).
+func appendJSONValue(b []byte, v types.AttributeValue, raw bool) ([]byte, error) {
 	switch v := v.(type) {
 	case *types.AttributeValueMemberS:
 		return append(appendJSONString(append(b, `{"S":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberN:
-		n, err := ParseNumber(v.Value)
+		n, err := jsonNumber(v.Value, raw)
 		if err != nil {
 			return nil, err
 		}
-		return append(appendJSONString(append(b, `{"N":`...), n.String()), '}'), nil
+		return append(appendJSONString(append(b, `{"N":`...), n), '}'), nil
 	case *types.AttributeValueMemberB:
 		return append(appendJSONBase64(append(b, `{"B":`...), v.Value), '}'), nil
 	case *types.AttributeValueMemberBOOL:
@@ -87,14 +89,14 @@ func appendJSONValue(b []byte, v types.AttributeValue) ([]byte, error) {
 	case *types.AttributeValueMemberNS:
 		b = append(b, `{"NS":[`...)
 		for i, s := range v.Value {
-			n, err := ParseNumber(s)
+			n, err := jsonNumber(s, raw)
 			if err != nil {
 				return nil, inAttr("["+strconv.Itoa(i)+"]", err)
 			}
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, n.String())
+			b = appendJSONString(b, n)
 		}
 		return append(b, "]}"...), nil
 	case *types.AttributeValueMemberBS:
@@ -107,13 +109,13 @@ func appendJSONValue(b []byte, v types.AttributeValue) ([]byte, error) {
 		}
 		return append(b, "]}"...), nil
 	case *types.AttributeValueMemberL:
-		b, err := appendJSONList(append(b, `{"L":`...), v.Value)
+		b, err := appendJSONList(append(b, `{"L":`...), v.Value, raw)
 		if err != nil {
 			return nil, err
 		}
 		return append(b, '}'), nil
 	case *types.AttributeValueMemberM:
-		b, err := appendJSONMap(append(b, `{"M":`...), v.Value)
+		b, err := appendJSONMap(append(b, `{"M":`...), v.Value, raw)
 		if err != nil {
 			return nil, err
 		}
@@ -285,6 +287,30 @@ func fromJSONValue(tree any, depth int) (types.AttributeValue, error) {
 // MarshalDynamoJSON returns the DynamoDB JSON of one value ({"S":"x"}, {"L":[…]}, …), with map
 // keys sorted and numbers canonical: one value, one text.
 func MarshalDynamoJSON(v types.AttributeValue) (string, error) {
-	out, err := appendJSONValue(nil, v)
+	out, err := appendJSONValue(nil, v, false)
 	return string(out), err
+}
+
+// AppendRawItemJSON appends the DynamoDB JSON object of an item ({"a":{"S":"x"},…}, keys sorted),
+// with numbers as received, unchecked: the form in which a dead letter keeps an item that could not
+// be published. A nil item appends null.
+func AppendRawItemJSON(b []byte, item map[string]types.AttributeValue) ([]byte, error) {
+	if item == nil {
+		return append(b, "null"...), nil
+	}
+	return appendJSONMap(b, item, true)
+}
+
+// AppendJSONString appends s as a JSON string.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
+
+func jsonNumber(s string, raw bool) (string, error) {
+	if raw {
+		return s, nil
+	}
+	n, err := ParseNumber(s)
+	if err != nil {
+		return "", err
+	}
+	return n.String(), nil
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/ddb2delta/ddb2delta/services/platform/connect"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/capture"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
@@ -47,12 +45,11 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	})
 	api := dynamodbstreams.NewFromConfig(awsCfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = s.DynamoDB.BaseEndpoint() })
 
-	progress := health.NewProgress(2 * time.Minute)
-	rt.Health.AddCheck("progress", progress.Check)
 	cfg := capture.Config{
 		TopicPrefix: s.TopicPrefix, Partitions: s.Topics.Partitions, Replication: s.Topics.ReplicationFactor,
 		CheckpointTopic: s.Topics.Checkpoints, DeadLetterTopic: s.Topics.DeadLetters, ReplicaID: s.ReplicaID,
-		Rescan: s.RescanInterval, Poll: streams.Polling{MinInterval: s.Polling.MinInterval, MaxIdle: s.Polling.MaxIdle},
+		Rescan: s.RescanInterval, MaxMessageBytes: s.Topics.MaxMessageBytes, StallTimeout: s.StallTimeout,
+		Poll:  streams.Polling{MinInterval: s.Polling.MinInterval, MaxIdle: s.Polling.MaxIdle},
 		Kafka: kopts,
 	}
 	for _, t := range s.Tables {
@@ -65,5 +62,7 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	}
 	rt.Log.Info("producer started", "tables", len(cfg.Tables), "replica", s.ReplicaID)
 	leases := lease.New(ddb, lease.Config{Table: s.Leases.Table, Owner: s.ReplicaID, Duration: s.Leases.Duration}, rt.Log)
-	return capture.New(cfg, reg, api, ddb, leases, capture.NewMetrics(rt.Health.Registry()), progress, rt.Log).Run(ctx)
+	c := capture.New(cfg, reg, api, ddb, leases, capture.NewMetrics(rt.Health.Registry()), rt.Log)
+	rt.Health.AddCheck("shards", c.Ready)
+	return c.Run(ctx)
 }

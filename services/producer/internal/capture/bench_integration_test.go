@@ -18,7 +18,6 @@ import (
 
 	"github.com/ddb2delta/ddb2delta/services/platform/benchutil"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
@@ -126,7 +125,7 @@ func (f *fixture) runUntilPublished(b *testing.B, cfg Config, api streams.API, n
 	ctx, cancel := context.WithCancel(stacktest.Context(b, 5*time.Minute))
 	reg := prometheus.NewRegistry()
 	wall, cpu := time.Now(), benchutil.CPUTime()
-	c := New(cfg, f.reg, api, f.ddb, f.leases(), NewMetrics(reg), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	c := New(cfg, f.reg, api, f.ddb, f.leases(), NewMetrics(reg), slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	stacktest.Eventually(b, 4*time.Minute, "all records published", func() error {

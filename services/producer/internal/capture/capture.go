@@ -27,10 +27,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
-	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
@@ -64,28 +62,41 @@ type Config struct {
 	ReplicaID       string
 	Rescan          time.Duration
 	Poll            streams.Polling
+	MaxMessageBytes int           // largest record written (topics.max_message_bytes)
+	StallTimeout    time.Duration // a shard without progress this long fails readiness
 	Tables          []Table
 	Kafka           []kgo.Opt // base client options (brokers, TLS, SASL)
 }
 
 // Capture is the producer's main loop.
 type Capture struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *serde.Registry
-	api      streams.API
-	tables   DynamoDB
-	metrics  *Metrics
-	progress *health.Progress
-	leases   *lease.Coordinator
-
-	inflight sync.Map // shard → records read but not committed yet
+	cfg     Config
+	log     *slog.Logger
+	reg     *serde.Registry
+	api     streams.API
+	tables  DynamoDB
+	metrics *Metrics
+	leases  *lease.Coordinator
+	stalls  *stalls
+	limits  *messageLimits
+	kafka   []kgo.Opt // cfg.Kafka with per-topic batch limits
 }
 
 // New returns a capture; Run starts it. It runs the lease coordinator too.
-func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leases *lease.Coordinator, m *Metrics, progress *health.Progress, log *slog.Logger) *Capture {
-	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m, progress: progress}
+func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leases *lease.Coordinator, m *Metrics, log *slog.Logger) *Capture {
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = 8 << 20
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 2 * time.Minute
+	}
+	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m,
+		stalls: newStalls(cfg.StallTimeout, m.shardStalled, log)}
 }
+
+// Ready is the readiness check of the shards: it fails while any shard has been unable to publish
+// for longer than the stall timeout.
+func (c *Capture) Ready(ctx context.Context) error { return c.stalls.Check(ctx) }
 
 // Run captures every table until ctx is done. Start-up steps (topics, lease table, dead-letter
 // schema) are retried with backoff while their dependency fails, so a registry or broker hiccup
@@ -98,12 +109,17 @@ func (c *Capture) Run(ctx context.Context) error {
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
+	c.limits = newMessageLimits(adm, c.cfg.MaxMessageBytes)
+	c.kafka = append(slices.Clip(c.cfg.Kafka), kgo.ProducerBatchMaxBytesFn(c.limits.known))
 	var dlq *serde.DeadLetterEncoder
 	b := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.Replication)
 		if err == nil {
-			err = ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication)
+			err = ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication, c.limits.topicConfigs(nil))
+		}
+		if err == nil {
+			_, err = c.limits.limit(ctx, c.cfg.DeadLetterTopic)
 		}
 		if err == nil {
 			err = c.leases.EnsureTable(ctx)
@@ -140,8 +156,8 @@ func (c *Capture) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, replication int16) error {
-	resp, err := adm.CreateTopic(ctx, partitions, replication, nil, topic)
+func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, replication int16, configs map[string]*string) error {
+	resp, err := adm.CreateTopic(ctx, partitions, replication, configs, topic)
 	if err == nil {
 		err = resp.Err
 	}
@@ -238,8 +254,6 @@ func (tc *tableCapture) run(ctx context.Context) {
 				if err := tc.c.leases.Finish(ctx, d.key); err != nil {
 					log.Warn("finishing the shard's lease", "lease", d.key, "error", err)
 				}
-			case d.err != nil && ctx.Err() == nil:
-				log.Warn("shard stopped; it restarts from its checkpoint at the next scan", "lease", d.key, "error", d.err)
 			}
 		}
 	}
@@ -267,7 +281,10 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	if tc.enc != nil {
 		return nil
 	}
-	if err := ensureTopic(ctx, tc.adm, tc.topic, tc.c.cfg.Partitions, tc.c.cfg.Replication); err != nil {
+	if err := ensureTopic(ctx, tc.adm, tc.topic, tc.c.cfg.Partitions, tc.c.cfg.Replication, tc.c.limits.topicConfigs(nil)); err != nil {
+		return err
+	}
+	if _, err := tc.c.limits.limit(ctx, tc.topic); err != nil {
 		return err
 	}
 	enc, err := serde.NewTableEncoder(ctx, tc.c.reg, tc.topic, tc.t.Name, tc.t.Encoding)
@@ -312,7 +329,7 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 			continue
 		}
 		shardLog := log.With("shard", s.ID)
-		tc.start(ctx, key, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, s.ID, shardLog) })
+		tc.start(ctx, key, s.ID, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, s.ID, shardLog) })
 	}
 	return current || len(readable) > 0, nil
 }
@@ -336,7 +353,7 @@ func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {
 // error stops it (the table loop restarts it from its checkpoint).
 func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard string, log *slog.Logger) (bool, error) {
 	cfg := tc.c.cfg
-	w, err := publish.NewShardWriter(cfg.Kafka, publish.TransactionalID(cfg.TopicPrefix, table.StreamARN, shard), cfg.CheckpointTopic, table.StreamARN, shard, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, table.StreamARN, shard), cfg.CheckpointTopic, table.StreamARN, shard, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}
@@ -358,7 +375,6 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		},
 	}
 	r := streams.NewReader(tc.c.api, table.StreamARN, shard, cp.After, cfg.Poll, events, log)
-	defer tc.setInflight(shard, 0)
 	for {
 		page, err := r.Next(ctx)
 		if err != nil {
@@ -370,7 +386,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		if len(page.Records) == 0 && !page.End {
 			continue
 		}
-		tc.setInflight(shard, len(page.Records))
+		tc.c.stalls.read(tc.t.Name, shard, len(page.Records))
 		records, bytes, err := tc.convert(ctx, table, shard, page)
 		if err != nil {
 			return false, err
@@ -386,8 +402,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		if n := len(page.Records); n > 0 && page.Records[n-1].Dynamodb.ApproximateCreationDateTime != nil {
 			m.recordAge.WithLabelValues(table.Name, shard).Set(time.Since(*page.Records[n-1].Dynamodb.ApproximateCreationDateTime).Seconds())
 		}
-		tc.setInflight(shard, 0)
-		tc.c.progress.Advanced()
+		tc.c.stalls.progressed(tc.t.Name, shard)
 		if page.End {
 			return true, nil
 		}
@@ -408,7 +423,11 @@ func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard 
 		if rec.Dynamodb != nil {
 			seq = aws.ToString(rec.Dynamodb.SequenceNumber)
 		}
-		r, n, err := tc.encode(ctx, ev, key, err, now, table.StreamARN+"/"+shard+"/"+seq, aws.ToString(rec.EventID))
+		r, n, err := tc.encode(ctx, ev, key, err, now, origin{
+			where: table.StreamARN + "/" + shard + "/" + seq, eventID: aws.ToString(rec.EventID),
+			keys:  func() ([]byte, error) { return changes.AppendItemJSON(nil, rec.Dynamodb.Keys) },
+			whole: func() ([]byte, error) { return changes.RecordJSON(rec) },
+		})
 		if err != nil {
 			return nil, 0, err
 		}
@@ -416,42 +435,4 @@ func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard 
 		bytes += n
 	}
 	return out, bytes, nil
-}
-
-// encode returns the Kafka record of a converted event, or, when conversion (convErr) or encoding
-// failed on the data, a dead letter naming origin. It fails only when the schema registry is
-// unreachable or failing: the caller retries, such records must not be dead-lettered. The caller
-// holds encMu.
-func (tc *tableCapture) encode(ctx context.Context, ev *ddbavro.Event, key avrov1.Key, convErr error, now time.Time, origin, eventID string) (*kgo.Record, int, error) {
-	err := convErr
-	var k, v []byte
-	if err == nil {
-		k, v, err = tc.enc.Encode(ctx, key, ev)
-		var inc *serde.IncompatibleError
-		if err != nil && !errors.Is(err, ddbavro.ErrNumber) && !errors.As(err, &inc) && !errors.Is(err, ddbavro.ErrMalformed) {
-			return nil, 0, err
-		}
-	}
-	if err == nil {
-		return &kgo.Record{Topic: tc.topic, Key: k, Value: v}, len(k) + len(v), nil
-	}
-	tc.c.metrics.deadLetters.WithLabelValues(tc.t.Name).Inc()
-	tc.c.log.Error("dead-lettering a record", "table", tc.t.Name, "origin", origin, "event_id", eventID, "error", err)
-	dl, derr := tc.dlq.Encode(&avrov1.DeadLetter{
-		Service: "producer", Reason: err.Error(), ErrorClass: "mapping",
-		Source: aws.String(origin), FailedAtMs: now.UTC().Truncate(time.Millisecond),
-	})
-	if derr != nil {
-		return nil, 0, derr
-	}
-	return &kgo.Record{Topic: tc.c.cfg.DeadLetterTopic, Value: dl, Headers: []kgo.RecordHeader{
-		{Key: "ddb2delta.error", Value: []byte(err.Error())}, {Key: "ddb2delta.table", Value: []byte(tc.t.Name)}}}, 0, nil
-}
-
-// setInflight records a shard's uncommitted records, for the readiness stall check.
-func (tc *tableCapture) setInflight(shard string, n int) {
-	tc.c.inflight.Store(tc.t.Name+"/"+shard, n)
-	total := 0
-	tc.c.inflight.Range(func(_, v any) bool { total += v.(int); return true })
-	tc.c.progress.SetPending(int64(total))
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,7 +22,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
@@ -36,6 +36,7 @@ type fixture struct {
 	reg    *serde.Registry
 	table  string
 	prefix string
+	log    *slog.Logger // the captures' logger; nil: testLog
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -97,16 +98,26 @@ func (f *fixture) leases() *lease.Coordinator {
 
 // start runs a capture until the returned stop is called; stop waits for it to return.
 func (f *fixture) start(ctx context.Context) (stop func()) {
+	stop, _ = f.startWith(ctx, f.config(), prometheus.NewRegistry())
+	return stop
+}
+
+// startWith runs a capture of cfg, its metrics in reg, until stop is called.
+func (f *fixture) startWith(ctx context.Context, cfg Config, reg *prometheus.Registry) (stop func(), c *Capture) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	c := New(f.config(), f.reg, f.api, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	log := f.log
+	if log == nil {
+		log = testLog(f.t)
+	}
+	c = New(cfg, f.reg, f.api, f.ddb, f.leases(), NewMetrics(reg), log)
 	go func() { done <- c.Run(ctx) }()
 	return func() {
 		cancel()
 		if err := <-done; err != nil {
 			f.t.Errorf("capture: %v", err)
 		}
-	}
+	}, c
 }
 
 func key(pk string, sk int) map[string]types.AttributeValue {
@@ -322,4 +333,19 @@ func TestCaptureFollowsAReenabledStream(t *testing.T) {
 	if len(arns) != 2 {
 		t.Fatalf("records came from streams %v, want the old and the new one", arns)
 	}
+}
+
+// testLog logs to the test's output when DDB2DELTA_TEST_LOG is set, and nowhere otherwise.
+func testLog(t testing.TB) *slog.Logger {
+	if os.Getenv("DDB2DELTA_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

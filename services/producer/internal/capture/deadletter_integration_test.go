@@ -16,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams/streamsfake"
@@ -39,7 +38,7 @@ func TestUnconvertibleRecordsBecomeDeadLetters(t *testing.T) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	c := New(cfg, f.reg, fake, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	c := New(cfg, f.reg, fake, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	go func() { done <- c.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 

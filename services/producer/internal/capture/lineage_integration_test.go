@@ -13,7 +13,6 @@ import (
 	st "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams/streamsfake"
 )
@@ -42,7 +41,7 @@ func TestCaptureReadsParentsBeforeChildren(t *testing.T) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	c := New(cfg, f.reg, fake, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	c := New(cfg, f.reg, fake, f.ddb, f.leases(), NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	go func() { done <- c.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/changes"
@@ -62,7 +64,7 @@ func (tc *tableCapture) snapshotStep(ctx context.Context, running map[string]sha
 			}
 			tc.c.leases.Offer([]string{key})
 			if _, ok := running[key]; !ok && tc.c.leases.Held(key) {
-				tc.start(ctx, key, running, done, wg, func(ctx context.Context) (bool, error) { return tc.makePlan(ctx, log) })
+				tc.start(ctx, key, planShard, running, done, wg, func(ctx context.Context) (bool, error) { return tc.makePlan(ctx, log) })
 			}
 			return
 		}
@@ -98,12 +100,17 @@ func (tc *tableCapture) snapshotStep(ctx context.Context, running map[string]sha
 		}
 		index := indexes[j]
 		segLog := log.With("segment", snapshot.SegmentName(index))
-		tc.start(ctx, key, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runSegment(ctx, index, segLog) })
+		tc.start(ctx, key, snapshot.SegmentName(index), running, done, wg, func(ctx context.Context) (bool, error) { return tc.runSegment(ctx, index, segLog) })
 	}
 }
 
 // start runs fn for the lease key in its own goroutine, reporting its end to the table loop.
-func (tc *tableCapture) start(ctx context.Context, key string, running map[string]shardRun, done chan shardDone, wg *sync.WaitGroup, fn func(context.Context) (bool, error)) {
+// name is the shard (or segment) in logs, metrics and the readiness check: a run that fails is
+// recorded as such, and the shard is stalled when its failures last (see stalls).
+func (tc *tableCapture) start(ctx context.Context, key, name string, running map[string]shardRun, done chan shardDone, wg *sync.WaitGroup, fn func(context.Context) (bool, error)) {
+	if !tc.c.stalls.mayStart(tc.t.Name, name) {
+		return // backing off after a failure; a later scan starts it
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	tc.runs++
 	run := tc.runs
@@ -112,6 +119,17 @@ func (tc *tableCapture) start(ctx context.Context, key string, running map[strin
 	go func() {
 		defer wg.Done()
 		fin, err := fn(sctx)
+		switch {
+		case err != nil && sctx.Err() == nil:
+			if errors.Is(err, kerr.MessageTooLarge) {
+				// The broker refused a record the size check let through: a topic's
+				// max.message.bytes was lowered. Read it again before the retry.
+				tc.c.limits.forget(tc.topic, tc.c.cfg.DeadLetterTopic)
+			}
+			tc.c.stalls.failed(tc.t.Name, name, err)
+		case fin || sctx.Err() != nil:
+			tc.c.stalls.forget(tc.t.Name, name)
+		}
 		select {
 		case done <- shardDone{key: key, run: run, finished: fin, err: err}:
 		case <-ctx.Done():
@@ -124,7 +142,7 @@ func (tc *tableCapture) start(ctx context.Context, key string, running map[strin
 // checkpoint topic up to its claim, and commits a plan only if none was committed before.
 func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, error) {
 	st, cfg := tc.snap, tc.c.cfg
-	w, err := publish.NewShardWriter(cfg.Kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, planShard), cfg.CheckpointTopic, st.stream, planShard, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, planShard), cfg.CheckpointTopic, st.stream, planShard, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}
@@ -199,7 +217,7 @@ func (tc *tableCapture) describeForSnapshot(ctx context.Context) error {
 func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Logger) (bool, error) {
 	st, cfg, scfg := tc.snap, tc.c.cfg, tc.t.Snapshot
 	seg := snapshot.SegmentName(index)
-	w, err := publish.NewShardWriter(cfg.Kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, seg), cfg.CheckpointTopic, st.stream, seg, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, seg), cfg.CheckpointTopic, st.stream, seg, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}
@@ -221,7 +239,6 @@ func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Log
 		return false, err
 	}
 	log.Info("scanning snapshot segment", "after", cp.After)
-	defer tc.setInflight(seg, 0)
 	for {
 		page, err := reader.Next(ctx)
 		if err != nil {
@@ -231,7 +248,7 @@ func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Log
 			return false, err
 		}
 		m.snapshotUnits.WithLabelValues(tc.t.Name).Add(page.Units)
-		tc.setInflight(seg, len(page.Items))
+		tc.c.stalls.read(tc.t.Name, seg, len(page.Items))
 		records, bytes, err := tc.convertSnapshot(ctx, seg, page)
 		if err != nil {
 			return false, err
@@ -243,8 +260,7 @@ func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Log
 		m.commit.WithLabelValues(tc.t.Name).Observe(time.Since(start).Seconds())
 		m.snapshotRows.WithLabelValues(tc.t.Name).Add(float64(len(page.Items)))
 		m.bytes.WithLabelValues(tc.t.Name).Add(float64(bytes))
-		tc.setInflight(seg, 0)
-		tc.c.progress.Advanced()
+		tc.c.stalls.progressed(tc.t.Name, seg)
 		if page.End {
 			log.Info("snapshot segment finished")
 			return true, nil
@@ -263,7 +279,11 @@ func (tc *tableCapture) convertSnapshot(ctx context.Context, seg string, page sn
 	st := tc.snap
 	for _, item := range page.Items {
 		ev, key, err := changes.SnapshotRead(st.table, item, st.plan.Position, now, now)
-		rec, n, err := tc.encode(ctx, ev, key, err, now, st.stream+"/"+seg, "")
+		rec, n, err := tc.encode(ctx, ev, key, err, now, origin{
+			where: st.stream + "/" + seg,
+			keys:  func() ([]byte, error) { return changes.ItemJSON(st.table.KeyAttributes(item)) },
+			whole: func() ([]byte, error) { return changes.ItemJSON(item) },
+		})
 		if err != nil {
 			return nil, 0, err
 		}

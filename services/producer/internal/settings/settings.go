@@ -39,6 +39,9 @@ type Settings struct {
 	ReplicaID string `yaml:"replica_id"`
 	// Leases share shards between replicas.
 	Leases Leases `yaml:"leases"`
+	// StallTimeout is how long a shard may hold records it cannot publish before /readyz fails and
+	// the shard is logged at ERROR. Default: 2m.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// Tables are the DynamoDB tables whose changes are published.
 	Tables []Table `yaml:"tables"`
 }
@@ -89,8 +92,14 @@ type Topics struct {
 	// Checkpoints is the compacted topic holding each shard's committed position. Default:
 	// <prefix>.producer.checkpoints.
 	Checkpoints string `yaml:"checkpoints"`
-	// DeadLetters receives records that cannot be converted. Default: <prefix>.dlq.producer.
+	// DeadLetters receives records that cannot be converted or do not fit a Kafka message, with
+	// the whole stream record. Default: <prefix>.dlq.producer.
 	DeadLetters string `yaml:"dead_letters"`
+	// MaxMessageBytes is the largest Kafka record the producer writes: its client's batch limit
+	// and the max.message.bytes of the topics it creates. A change event above it (or above an
+	// existing topic's smaller max.message.bytes) goes to the dead-letter topic. Default: 8 MiB,
+	// which holds two 400 KB images in either encoding except number-dense items (see README).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // Leases configures the DynamoDB lease table.
@@ -118,12 +127,16 @@ func Defaults() *Settings {
 		Kafka:          kafkaclient.Defaults("producer"),
 		SchemaRegistry: registry.Defaults(),
 		TopicPrefix:    "ddb2delta",
-		Topics:         Topics{Partitions: 6, ReplicationFactor: -1},
+		Topics:         Topics{Partitions: 6, ReplicationFactor: -1, MaxMessageBytes: DefaultMaxMessageBytes},
+		StallTimeout:   2 * time.Minute,
 		Polling:        Polling{MinInterval: 200 * time.Millisecond, MaxIdle: time.Second},
 		RescanInterval: 5 * time.Second,
 		Leases:         Leases{Duration: 10 * time.Second},
 	}
 }
+
+// DefaultMaxMessageBytes is topics.max_message_bytes' default: 8 MiB.
+const DefaultMaxMessageBytes = 8 << 20
 
 // Basics implements service.Config.
 func (s *Settings) Basics() service.Base { return service.Base{Log: s.Log, HTTP: s.HTTP} }
@@ -173,6 +186,12 @@ func (s *Settings) Validate() error {
 	}
 	if s.Polling.MinInterval <= 0 || s.Polling.MaxIdle < s.Polling.MinInterval {
 		p.Add("polling", "min_interval must be positive and max_idle at least min_interval, got %s and %s", s.Polling.MinInterval, s.Polling.MaxIdle)
+	}
+	if m := s.Topics.MaxMessageBytes; m < 64<<10 || m > 1<<30 {
+		p.Add("topics.max_message_bytes", "must be between 65536 and 1073741824 (1 GiB), got %d", m)
+	}
+	if s.StallTimeout < time.Second {
+		p.Add("stall_timeout", "must be at least 1s, got %s", s.StallTimeout)
 	}
 	if s.RescanInterval <= 0 {
 		p.Add("rescan_interval", "must be positive, got %s", s.RescanInterval)
