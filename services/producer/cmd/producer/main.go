@@ -48,7 +48,7 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	cfg := capture.Config{
 		TopicPrefix: s.TopicPrefix, Partitions: s.Topics.Partitions, Replication: s.Topics.ReplicationFactor,
 		CheckpointTopic: s.Topics.Checkpoints, DeadLetterTopic: s.Topics.DeadLetters, ReplicaID: s.ReplicaID,
-		Rescan: s.RescanInterval, MaxMessageBytes: s.Topics.MaxMessageBytes, StallTimeout: s.StallTimeout,
+		Rescan: s.RescanInterval, MaxMessageBytes: s.Topics.MaxMessageBytes, CheckpointPartitions: s.Topics.CheckpointPartitions, StallTimeout: s.StallTimeout,
 		Poll:  streams.Polling{MinInterval: s.Polling.MinInterval, MaxIdle: s.Polling.MaxIdle},
 		Kafka: kopts,
 	}

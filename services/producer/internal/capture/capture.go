@@ -62,10 +62,13 @@ type Config struct {
 	ReplicaID       string
 	Rescan          time.Duration
 	Poll            streams.Polling
-	MaxMessageBytes int           // largest record written (topics.max_message_bytes)
-	StallTimeout    time.Duration // a shard without progress this long fails readiness
-	Tables          []Table
-	Kafka           []kgo.Opt // base client options (brokers, TLS, SASL)
+	MaxMessageBytes int // largest record written (topics.max_message_bytes)
+	// CheckpointPartitions is the partition count of the checkpoint topic when the producer
+	// creates it (an existing topic keeps its own).
+	CheckpointPartitions int32
+	StallTimeout         time.Duration // a shard without progress this long fails readiness
+	Tables               []Table
+	Kafka                []kgo.Opt // base client options (brokers, TLS, SASL)
 }
 
 // Capture is the producer's main loop.
@@ -86,6 +89,9 @@ type Capture struct {
 func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leases *lease.Coordinator, m *Metrics, log *slog.Logger) *Capture {
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = 8 << 20
+	}
+	if cfg.CheckpointPartitions == 0 {
+		cfg.CheckpointPartitions = 12
 	}
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = 2 * time.Minute
@@ -112,9 +118,11 @@ func (c *Capture) Run(ctx context.Context) error {
 	c.limits = newMessageLimits(adm, c.cfg.MaxMessageBytes)
 	c.kafka = append(slices.Clip(c.cfg.Kafka), kgo.ProducerBatchMaxBytesFn(c.limits.known))
 	var dlq *serde.DeadLetterEncoder
+	var cpPartitions int32
 	b := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
-		err := publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.Replication)
+		var err error
+		cpPartitions, err = publish.EnsureCheckpointTopic(ctx, adm, c.cfg.CheckpointTopic, c.cfg.CheckpointPartitions, c.cfg.Replication)
 		if err == nil {
 			err = ensureTopic(ctx, adm, c.cfg.DeadLetterTopic, c.cfg.Partitions, c.cfg.Replication, c.limits.topicConfigs(nil))
 		}
@@ -135,12 +143,29 @@ func (c *Capture) Run(ctx context.Context) error {
 			return nil // shut down before starting
 		}
 	}
-	cps, err := publish.NewCheckpoints(c.cfg.Kafka, c.cfg.CheckpointTopic, c.log)
+	cps, err := publish.NewCheckpoints(c.cfg.Kafka, c.cfg.CheckpointTopic, cpPartitions, c.cfg.ReplicaID, c.log)
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return cps.Run(gctx) })
+	for b.Reset(); ; {
+		err := cps.CheckPartitions(gctx)
+		if errors.Is(err, publish.ErrPartitionsChanged) {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
+		if err == nil {
+			break
+		}
+		c.log.Warn("starting up: reading the checkpoint topic; retrying", "error", err)
+		if err := backoff.Sleep(gctx, b.Next()); err != nil {
+			return g.Wait()
+		}
+	}
 	// The coordinator outlives the shard readers: it releases their leases once they have stopped.
 	leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
 	leasesDone := make(chan error, 1)
@@ -302,16 +327,20 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 	d, err := streams.Describe(ctx, tc.c.api, arn)
 	if errors.Is(err, streams.ErrStreamGone) {
 		log.Warn("stream is gone", "stream", arn)
+		tc.forgetAgedOut(ctx, arn, nil, finished, log)
 		return false, nil
 	}
 	if err != nil {
 		return true, err
 	}
+	listed := make(map[string]bool, len(d.Shards))
 	for _, s := range d.Shards {
+		listed[s.ID] = true
 		if cp, ok := tc.cps.Get(d.ARN, s.ID); ok && cp.End {
 			finished[lease.Key(d.ARN, s.ID)] = true
 		}
 	}
+	tc.forgetAgedOut(ctx, d.ARN, listed, finished, log)
 	byID := map[string]bool{}
 	for _, s := range d.Shards {
 		byID[s.ID] = finished[lease.Key(d.ARN, s.ID)]
@@ -334,6 +363,24 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 	return current || len(readable) > 0, nil
 }
 
+// forgetAgedOut deletes the checkpoints of a stream's finished shards that its complete listing
+// no longer holds (they aged out after 24 hours, or the stream is gone: listed nil): no one can
+// read them again, and the compacted checkpoint topic and this replica's memory would otherwise
+// grow with every shard ever read.
+func (tc *tableCapture) forgetAgedOut(ctx context.Context, arn string, listed map[string]bool, finished map[string]bool, log *slog.Logger) {
+	for shard, cp := range tc.cps.Shards(arn) {
+		if listed[shard] || (!cp.End && listed != nil) {
+			continue
+		}
+		if err := tc.cps.Forget(ctx, arn, shard); err != nil {
+			log.Warn("deleting the checkpoint of a shard that aged out", "stream", arn, "shard", shard, "error", err)
+			return
+		}
+		delete(finished, lease.Key(arn, shard))
+		log.Debug("checkpoint of an aged-out shard deleted", "stream", arn, "shard", shard)
+	}
+}
+
 func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {
 	if tc.t.StreamARN != "" {
 		return tc.t.StreamARN, nil
@@ -353,7 +400,7 @@ func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {
 // error stops it (the table loop restarts it from its checkpoint).
 func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard string, log *slog.Logger) (bool, error) {
 	cfg := tc.c.cfg
-	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, table.StreamARN, shard), cfg.CheckpointTopic, table.StreamARN, shard, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, table.StreamARN, shard), tc.cps, table.StreamARN, shard, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}

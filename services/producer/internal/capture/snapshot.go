@@ -142,7 +142,7 @@ func (tc *tableCapture) start(ctx context.Context, key, name string, running map
 // checkpoint topic up to its claim, and commits a plan only if none was committed before.
 func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, error) {
 	st, cfg := tc.snap, tc.c.cfg
-	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, planShard), cfg.CheckpointTopic, st.stream, planShard, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, planShard), tc.cps, st.stream, planShard, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}
@@ -178,13 +178,13 @@ func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, e
 // publish). The wait is bounded: if the follower is stuck, the shard is given back (the table loop
 // restarts it) rather than held without reading.
 func (tc *tableCapture) claim(ctx context.Context, w *publish.ShardWriter, stream, shard string) error {
-	nonce, err := w.Claim(ctx)
+	pos, err := w.Claim(ctx)
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return tc.cps.WaitClaim(wctx, stream, shard, nonce)
+	return tc.cps.WaitRead(wctx, pos)
 }
 
 // describeForSnapshot reads the table's key schema and capacity.
@@ -217,7 +217,7 @@ func (tc *tableCapture) describeForSnapshot(ctx context.Context) error {
 func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Logger) (bool, error) {
 	st, cfg, scfg := tc.snap, tc.c.cfg, tc.t.Snapshot
 	seg := snapshot.SegmentName(index)
-	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, seg), cfg.CheckpointTopic, st.stream, seg, cfg.ReplicaID)
+	w, err := publish.NewShardWriter(tc.c.kafka, publish.TransactionalID(cfg.TopicPrefix, st.stream, seg), tc.cps, st.stream, seg, cfg.ReplicaID)
 	if err != nil {
 		return false, err
 	}

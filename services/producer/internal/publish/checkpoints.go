@@ -11,17 +11,27 @@
 // Taking a shard over is fenced by Kafka itself: a new writer for the shard initialises its
 // transactional id, which bumps the producer epoch and aborts the previous writer's open
 // transaction; any later produce or commit of the previous writer fails. The new writer then
-// commits a claim record (a random nonce) to the checkpoint topic and reads the topic until it sees
-// its own claim: every checkpoint committed before the takeover precedes the claim in the one
-// partition of the topic, so the writer has seen the last one, and resumes right after it.
+// commits a claim record to the checkpoint topic and reads the topic until it has read the claim's
+// offset: every checkpoint of the shard committed before the takeover precedes the claim in the
+// shard's partition of the topic (a shard's claims and checkpoints always go to one partition,
+// chosen from the shard's name), so the writer has seen the last one, and resumes right after it.
+//
+// The topic has several partitions so that one transaction left open (a writer that died
+// mid-commit holds back read_committed readers of its partition until the broker aborts it)
+// delays only the claims of the shards in that partition. The partition count must never change:
+// it is recorded in the topic when first used, and the producer refuses to start if it differs.
 package publish
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,38 +65,80 @@ type claim struct {
 	Owner string `json:"owner"`
 }
 
+// meta is the record that fixes the topic's partition count (key metaKey, partition 0).
+type meta struct {
+	Partitions int32 `json:"partitions"`
+}
+
+const metaKey = "meta/partitions"
+
+// ErrPartitionsChanged is returned when the checkpoint topic's partition count differs from the
+// one recorded when it was first used.
+var ErrPartitionsChanged = errors.New("the checkpoint topic's partition count changed")
+
 func checkpointKey(streamARN, shard string) string { return "cp/" + streamARN + "/" + shard }
 func claimKey(streamARN, shard string) string      { return "claim/" + streamARN + "/" + shard }
 
-// EnsureCheckpointTopic creates the checkpoint topic when missing: one partition (claims and
-// checkpoints must be totally ordered), compacted (only the newest record of each key matters).
-func EnsureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string, replication int16) error {
+// Partition is the checkpoint topic's partition holding a shard's claims and checkpoints.
+func Partition(streamARN, shard string, partitions int32) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(streamARN + "/" + shard))
+	return int32(h.Sum32() % uint32(partitions))
+}
+
+// partitioner places checkpoint-topic records in the partition their producer chose (Partition),
+// and every other record by its key, as Kafka's default partitioner does.
+type partitioner struct{ topic string }
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == p.topic {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+}
+
+// EnsureCheckpointTopic creates the checkpoint topic when missing (compacted: only the newest
+// record of each key matters) and returns its partition count.
+func EnsureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, replication int16) (int32, error) {
 	cleanup := "compact"
-	resp, err := adm.CreateTopic(ctx, 1, replication, map[string]*string{"cleanup.policy": &cleanup}, topic)
+	resp, err := adm.CreateTopic(ctx, partitions, replication, map[string]*string{"cleanup.policy": &cleanup}, topic)
 	if err == nil {
 		err = resp.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("creating checkpoint topic %s: %w", topic, err)
+		return 0, fmt.Errorf("creating checkpoint topic %s: %w", topic, err)
 	}
-	return nil
+	md, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %w", topic, err)
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil || len(td.Partitions) == 0 {
+		return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %v", topic, td.Err)
+	}
+	return int32(len(td.Partitions)), nil
 }
 
 // Checkpoints follows the checkpoint topic (read_committed) and answers what the last committed
 // checkpoint of a shard is.
 type Checkpoints struct {
-	cl    *kgo.Client
-	topic string
-	log   *slog.Logger
+	cl         *kgo.Client // read_committed consumer
+	prod       *kgo.Client // non-transactional: sync marks, tombstones, the partition count
+	topic      string
+	partitions int32
+	owner      string
+	log        *slog.Logger
 
 	mu      sync.Mutex
-	changed chan struct{} // closed and replaced whenever the maps change
+	changed chan struct{} // closed and replaced whenever something was read
 	cps     map[string]Checkpoint
-	claims  map[string]string // key → newest committed nonce
+	read    map[int32]int64 // partition → highest offset read
+	meta    *meta           // the recorded partition count, once read
 }
 
-// NewCheckpoints returns a follower of topic; run it with Run.
-func NewCheckpoints(opts []kgo.Opt, topic string, log *slog.Logger) (*Checkpoints, error) {
+// NewCheckpoints returns a follower of topic, which has partitions partitions; run it with Run.
+// owner names this replica in the records it writes.
+func NewCheckpoints(opts []kgo.Opt, topic string, partitions int32, owner string, log *slog.Logger) (*Checkpoints, error) {
 	cl, err := kgo.NewClient(append(opts,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -96,13 +148,22 @@ func NewCheckpoints(opts []kgo.Opt, topic string, log *slog.Logger) (*Checkpoint
 	if err != nil {
 		return nil, fmt.Errorf("creating checkpoint consumer: %w", err)
 	}
-	return &Checkpoints{cl: cl, topic: topic, log: log, changed: make(chan struct{}),
-		cps: map[string]Checkpoint{}, claims: map[string]string{}}, nil
+	prod, err := kgo.NewClient(append(opts, kgo.RecordPartitioner(partitioner{topic: topic}))...)
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("creating checkpoint producer: %w", err)
+	}
+	return &Checkpoints{cl: cl, prod: prod, topic: topic, partitions: partitions, owner: owner, log: log,
+		changed: make(chan struct{}), cps: map[string]Checkpoint{}, read: map[int32]int64{}}, nil
 }
 
-// Run follows the topic until ctx is done, then closes the consumer.
+// Partitions is the topic's partition count.
+func (c *Checkpoints) Partitions() int32 { return c.partitions }
+
+// Run follows the topic until ctx is done, then closes the clients.
 func (c *Checkpoints) Run(ctx context.Context) error {
 	defer c.cl.Close()
+	defer c.prod.Close()
 	for {
 		fs := c.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -113,19 +174,22 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 		})
 		c.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
+			c.read[r.Partition] = max(c.read[r.Partition], r.Offset)
 			key := string(r.Key)
 			switch {
-			case len(key) > 3 && key[:3] == "cp/":
+			case strings.HasPrefix(key, "cp/") && r.Value == nil:
+				delete(c.cps, key) // tombstone of a shard that aged out
+			case strings.HasPrefix(key, "cp/"):
 				var cp Checkpoint
 				if err := json.Unmarshal(r.Value, &cp); err != nil {
-					c.log.Error("ignoring a malformed checkpoint", "key", key, "offset", r.Offset, "error", err)
+					c.log.Error("ignoring a malformed checkpoint", "key", key, "partition", r.Partition, "offset", r.Offset, "error", err)
 					return
 				}
 				c.cps[key] = cp
-			case len(key) > 6 && key[:6] == "claim/":
-				var cl claim
-				if err := json.Unmarshal(r.Value, &cl); err == nil {
-					c.claims[key] = cl.Nonce
+			case key == metaKey && r.Value != nil:
+				var m meta
+				if err := json.Unmarshal(r.Value, &m); err == nil && c.meta == nil {
+					c.meta = &m // the first one recorded wins
 				}
 			}
 		})
@@ -135,23 +199,110 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 	}
 }
 
-// WaitClaim blocks until the claim with nonce of shard has been read from the topic, so that Get
-// then returns the last checkpoint committed before it.
-func (c *Checkpoints) WaitClaim(ctx context.Context, streamARN, shard, nonce string) error {
-	key := claimKey(streamARN, shard)
+// Position is where a record landed in the checkpoint topic.
+type Position struct {
+	Partition int32
+	Offset    int64
+}
+
+// WaitRead blocks until the record at pos has been read (or a later one of its partition), so
+// that Get returns every checkpoint committed before it in that partition.
+func (c *Checkpoints) WaitRead(ctx context.Context, pos Position) error {
 	for {
 		c.mu.Lock()
-		seen, changed := c.claims[key] == nonce, c.changed
+		off, ok := c.read[pos.Partition]
+		seen, changed := ok && off >= pos.Offset, c.changed
 		c.mu.Unlock()
 		if seen {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for the claim of shard %s to be read back: %w", shard, ctx.Err())
+			return fmt.Errorf("waiting to read offset %d of partition %d of %s back: %w", pos.Offset, pos.Partition, c.topic, ctx.Err())
 		case <-changed:
 		}
 	}
+}
+
+// Sync writes a mark to partition p and waits until it is read back: everything committed to p
+// before the call has then been read.
+func (c *Checkpoints) Sync(ctx context.Context, p int32) error {
+	pos, err := c.produce(ctx, &kgo.Record{Key: []byte("sync/" + c.owner), Value: []byte(randomNonce()), Partition: p})
+	if err != nil {
+		return err
+	}
+	return c.WaitRead(ctx, pos)
+}
+
+// CheckPartitions reads the partition count recorded in the topic (recording it when none is) and
+// fails when the topic has another count: partitions were added, which would move shards'
+// checkpoints to other partitions and break the claim's ordering argument.
+func (c *Checkpoints) CheckPartitions(ctx context.Context) error {
+	if err := c.Sync(ctx, 0); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	m := c.meta
+	c.mu.Unlock()
+	if m == nil {
+		value, _ := json.Marshal(meta{Partitions: c.partitions})
+		pos, err := c.produce(ctx, &kgo.Record{Key: []byte(metaKey), Value: value, Partition: 0})
+		if err != nil {
+			return err
+		}
+		if err := c.WaitRead(ctx, pos); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		m = c.meta
+		c.mu.Unlock()
+	}
+	if m.Partitions != c.partitions {
+		return fmt.Errorf("%w: topic %s has %d partitions but was first used with %d; partitions must not be added to it "+
+			"(shards' checkpoints would move to other partitions)", ErrPartitionsChanged, c.topic, c.partitions, m.Partitions)
+	}
+	return nil
+}
+
+// Forget deletes (tombstones) the checkpoint and claim of a shard that aged out of its stream, so
+// that the compacted topic does not grow with every shard ever read.
+func (c *Checkpoints) Forget(ctx context.Context, streamARN, shard string) error {
+	p := Partition(streamARN, shard, c.partitions)
+	for _, key := range []string{checkpointKey(streamARN, shard), claimKey(streamARN, shard)} {
+		if _, err := c.produce(ctx, &kgo.Record{Key: []byte(key), Partition: p}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Shards returns the shards of a stream that have a checkpoint.
+func (c *Checkpoints) Shards(streamARN string) map[string]Checkpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]Checkpoint{}
+	prefix := checkpointKey(streamARN, "")
+	for k, cp := range c.cps {
+		if strings.HasPrefix(k, prefix) {
+			out[cp.Shard] = cp
+		}
+	}
+	return out
+}
+
+func (c *Checkpoints) produce(ctx context.Context, r *kgo.Record) (Position, error) {
+	r.Topic = c.topic
+	res := c.prod.ProduceSync(ctx, r)
+	if err := res.FirstErr(); err != nil {
+		return Position{}, fmt.Errorf("writing %s to %s: %w", r.Key, c.topic, err)
+	}
+	return Position{Partition: res[0].Record.Partition, Offset: res[0].Record.Offset}, nil
+}
+
+func randomNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Get returns the last committed checkpoint of a shard read so far.

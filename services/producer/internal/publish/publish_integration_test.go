@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,21 +35,8 @@ func TestTakeoverFencesThePreviousWriter(t *testing.T) {
 	if _, err := adm.CreateTopic(ctx, 3, 1, nil, data); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureCheckpointTopic(ctx, adm, cpTopic, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := EnsureCheckpointTopic(ctx, adm, cpTopic, 1); err != nil {
-		t.Fatalf("second EnsureCheckpointTopic: %v", err)
-	}
-	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), data, cpTopic) })
-
-	cps, err := NewCheckpoints(base, cpTopic, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() { _ = cps.Run(runCtx) }()
+	cps := followCheckpoints(t, ctx, adm, base, cpTopic, 4)
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), data) })
 
 	const arn, shard = "arn:stream", "shard-1"
 	txn := TransactionalID("stacktest", arn, fmt.Sprint(n))
@@ -60,16 +48,16 @@ func TestTakeoverFencesThePreviousWriter(t *testing.T) {
 		return out
 	}
 
-	a, err := NewShardWriter(base, txn, cpTopic, arn, shard, "A")
+	a, err := NewShardWriter(base, txn, cps, arn, shard, "A")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	nonceA, err := a.Claim(ctx)
+	posA, err := a.Claim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cps.WaitClaim(ctx, arn, shard, nonceA); err != nil {
+	if err := cps.WaitRead(ctx, posA); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := cps.Get(arn, shard); ok {
@@ -79,19 +67,19 @@ func TestTakeoverFencesThePreviousWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b, err := NewShardWriter(base, txn, cpTopic, arn, shard, "B")
+	b, err := NewShardWriter(base, txn, cps, arn, shard, "B")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	nonceB, err := b.Claim(ctx)
+	posB, err := b.Claim(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Commit(ctx, recs("zombie"), "200", false); !errors.Is(err, ErrFenced) {
 		t.Fatalf("the fenced writer's commit = %v, want ErrFenced", err)
 	}
-	if err := cps.WaitClaim(ctx, arn, shard, nonceB); err != nil {
+	if err := cps.WaitRead(ctx, posB); err != nil {
 		t.Fatal(err)
 	}
 	cp, ok := cps.Get(arn, shard)
@@ -118,5 +106,146 @@ func TestTakeoverFencesThePreviousWriter(t *testing.T) {
 	})
 	if seen["zombie"] != 0 || len(seen) != 3 {
 		t.Fatalf("read_committed saw %v", seen)
+	}
+}
+
+// followCheckpoints creates a checkpoint topic of partitions partitions and runs a follower of it.
+func followCheckpoints(t *testing.T, ctx context.Context, adm *kadm.Client, base []kgo.Opt, topic string, partitions int32) *Checkpoints {
+	t.Helper()
+	n, err := EnsureCheckpointTopic(ctx, adm, topic, partitions, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n2, err := EnsureCheckpointTopic(ctx, adm, topic, partitions+5, 1); err != nil || n2 != n || n != partitions {
+		t.Fatalf("EnsureCheckpointTopic: %d partitions, then %d, %v; want %d both times", n, n2, err, partitions)
+	}
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), topic) })
+	cps, err := NewCheckpoints(base, topic, n, "test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = cps.Run(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	if err := cps.CheckPartitions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return cps
+}
+
+// TestClaimsAcrossPartitions: a claim is recognised by its offset even when a later claim of the
+// same shard follows it before the follower reads either; a transaction left open in one partition
+// of the checkpoint topic does not hold back claims of shards in another; a tombstoned shard has no
+// checkpoint; and adding partitions to the topic is refused.
+func TestClaimsAcrossPartitions(t *testing.T) {
+	s := stacktest.Require(t, stacktest.Kafka)
+	ctx := stacktest.Context(t, 2*time.Minute)
+	base := []kgo.Opt{kgo.SeedBrokers(s.KafkaAddr)}
+	admCl, err := kgo.NewClient(base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	n := time.Now().UnixNano()
+	cpTopic := fmt.Sprintf("stacktest.checkpoints_%d", n)
+	cps := followCheckpoints(t, ctx, adm, base, cpTopic, 4)
+	const arn = "arn:stream"
+
+	// Two shards in different partitions.
+	shardP, shardQ := "shard-p", ""
+	for i := 0; shardQ == ""; i++ {
+		if c := fmt.Sprintf("shard-q%d", i); Partition(arn, c, 4) != Partition(arn, shardP, 4) {
+			shardQ = c
+		}
+	}
+	// An abandoned transaction holds shard P's partition.
+	stuck, err := kgo.NewClient(append(base, kgo.TransactionalID(fmt.Sprintf("stacktest-stuck-%d", n)),
+		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(partitioner{topic: cpTopic}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	if err := stuck.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stuck.ProduceSync(ctx, &kgo.Record{Topic: cpTopic, Partition: Partition(arn, shardP, 4),
+		Key: []byte(checkpointKey(arn, shardP)), Value: []byte(`{"sequence_number":"1"}`)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Shard Q: writer A claims, writer B claims right after; A's claim is recognised by its
+	// offset (the newest claim is B's by then).
+	txn := TransactionalID("stacktest", arn, fmt.Sprint(n)+shardQ)
+	a, err := NewShardWriter(base, txn, cps, arn, shardQ, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	posA, err := a.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewShardWriter(base, txn, cps, arn, shardQ, "B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	posB, err := b.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if posB.Partition != posA.Partition || posB.Offset <= posA.Offset {
+		t.Fatalf("claims at %+v then %+v", posA, posB)
+	}
+	// Well within the stuck transaction's minute: its partition is not Q's.
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := cps.WaitRead(wctx, posA); err != nil {
+		t.Fatalf("claim of shard %s held back by a transaction open in another partition: %v", shardQ, err)
+	}
+	if err := b.Commit(ctx, nil, "42", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := cps.Sync(wctx, posB.Partition); err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok := cps.Get(arn, shardQ); !ok || cp.After != "42" || !cp.End {
+		t.Fatalf("checkpoint of %s = %+v, %v", shardQ, cp, ok)
+	}
+	if got := cps.Shards(arn); len(got) != 1 || got[shardQ].After != "42" {
+		t.Fatalf("Shards = %+v", got)
+	}
+	if err := cps.Forget(ctx, arn, shardQ); err != nil {
+		t.Fatal(err)
+	}
+	if err := cps.Sync(wctx, posB.Partition); err != nil {
+		t.Fatal(err)
+	}
+	if cp, ok := cps.Get(arn, shardQ); ok {
+		t.Fatalf("a forgotten shard has checkpoint %+v", cp)
+	}
+	if err := stuck.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+
+	// Adding partitions moves shards: refused.
+	if _, err := adm.CreatePartitions(ctx, 1, cpTopic); err != nil {
+		t.Fatal(err)
+	}
+	grown, err := EnsureCheckpointTopic(ctx, adm, cpTopic, 4, 1)
+	if err != nil || grown != 5 {
+		t.Fatalf("after adding a partition: %d, %v", grown, err)
+	}
+	cps2, err := NewCheckpoints(base, cpTopic, grown, "test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = cps2.Run(runCtx) }()
+	if err := cps2.CheckPartitions(ctx); !errors.Is(err, ErrPartitionsChanged) || !strings.Contains(err.Error(), "has 5 partitions but was first used with 4") {
+		t.Fatalf("CheckPartitions after adding one = %v", err)
 	}
 }

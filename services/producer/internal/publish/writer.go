@@ -2,8 +2,6 @@ package publish
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +33,7 @@ const transactionTimeout = 20 * time.Second
 type ShardWriter struct {
 	cl              *kgo.Client
 	checkpointTopic string
+	partition       int32 // the shard's partition of the checkpoint topic
 	streamARN       string
 	shard           string
 	owner           string
@@ -46,31 +45,33 @@ func TransactionalID(prefix, streamARN, shard string) string {
 	return prefix + "-producer-" + streamARN + "-" + shard
 }
 
-// NewShardWriter creates the shard's transactional client.
-func NewShardWriter(opts []kgo.Opt, txnID, checkpointTopic, streamARN, shard, owner string) (*ShardWriter, error) {
-	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(txnID), kgo.TransactionTimeout(transactionTimeout))...)
+// NewShardWriter creates the shard's transactional client; cps is the checkpoint topic's follower.
+func NewShardWriter(opts []kgo.Opt, txnID string, cps *Checkpoints, streamARN, shard, owner string) (*ShardWriter, error) {
+	cl, err := kgo.NewClient(append(opts, kgo.TransactionalID(txnID), kgo.TransactionTimeout(transactionTimeout),
+		kgo.RecordPartitioner(partitioner{topic: cps.topic}))...)
 	if err != nil {
 		return nil, fmt.Errorf("creating transactional client for shard %s: %w", shard, err)
 	}
-	return &ShardWriter{cl: cl, checkpointTopic: checkpointTopic, streamARN: streamARN, shard: shard, owner: owner}, nil
+	return &ShardWriter{cl: cl, checkpointTopic: cps.topic, partition: Partition(streamARN, shard, cps.partitions),
+		streamARN: streamARN, shard: shard, owner: owner}, nil
 }
 
 // Close closes the client; an open transaction is aborted by the broker when it times out or when
 // the next writer of the shard claims it.
 func (w *ShardWriter) Close() { w.cl.Close() }
 
-// Claim commits a claim with a fresh nonce and returns the nonce. Committing it proves this writer
-// holds the shard's newest producer epoch: every earlier writer is fenced.
-func (w *ShardWriter) Claim(ctx context.Context) (string, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	nonce := hex.EncodeToString(b[:])
-	value, _ := json.Marshal(claim{Nonce: nonce, Owner: w.owner})
-	rec := &kgo.Record{Topic: w.checkpointTopic, Key: []byte(claimKey(w.streamARN, w.shard)), Value: value}
+// Claim commits a claim and returns where it landed. Committing it proves this writer holds the
+// shard's newest producer epoch: every earlier writer is fenced. Once the follower has read that
+// position (Checkpoints.WaitRead), it has read every checkpoint committed before the claim: they
+// precede it in the shard's partition. Recognising the claim by its offset, not by "the newest
+// claim of the shard", holds even when a later claim follows it in the same fetch.
+func (w *ShardWriter) Claim(ctx context.Context) (Position, error) {
+	value, _ := json.Marshal(claim{Nonce: randomNonce(), Owner: w.owner})
+	rec := &kgo.Record{Topic: w.checkpointTopic, Partition: w.partition, Key: []byte(claimKey(w.streamARN, w.shard)), Value: value}
 	if err := w.transact(ctx, []*kgo.Record{rec}); err != nil {
-		return "", fmt.Errorf("claiming shard %s: %w", w.shard, err)
+		return Position{}, fmt.Errorf("claiming shard %s: %w", w.shard, err)
 	}
-	return nonce, nil
+	return Position{Partition: rec.Partition, Offset: rec.Offset}, nil
 }
 
 // Commit publishes records and the shard's new checkpoint in one transaction. On error nothing of
@@ -92,7 +93,7 @@ func (w *ShardWriter) commit(ctx context.Context, records []*kgo.Record, cp Chec
 	after := cp.After
 	value, _ := json.Marshal(cp)
 	all := append(records[:len(records):len(records)],
-		&kgo.Record{Topic: w.checkpointTopic, Key: []byte(checkpointKey(w.streamARN, w.shard)), Value: value})
+		&kgo.Record{Topic: w.checkpointTopic, Partition: w.partition, Key: []byte(checkpointKey(w.streamARN, w.shard)), Value: value})
 	if err := w.transact(ctx, all); err != nil {
 		return fmt.Errorf("committing shard %s up to %s: %w", w.shard, after, err)
 	}

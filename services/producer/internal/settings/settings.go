@@ -92,6 +92,9 @@ type Topics struct {
 	// Checkpoints is the compacted topic holding each shard's committed position. Default:
 	// <prefix>.producer.checkpoints.
 	Checkpoints string `yaml:"checkpoints"`
+	// CheckpointPartitions of the checkpoint topic when the producer creates it; never change it
+	// on an existing topic. Default: 12.
+	CheckpointPartitions int32 `yaml:"checkpoint_partitions"`
 	// DeadLetters receives records that cannot be converted or do not fit a Kafka message, with
 	// the whole stream record. Default: <prefix>.dlq.producer.
 	DeadLetters string `yaml:"dead_letters"`
@@ -127,7 +130,7 @@ func Defaults() *Settings {
 		Kafka:          kafkaclient.Defaults("producer"),
 		SchemaRegistry: registry.Defaults(),
 		TopicPrefix:    "ddb2delta",
-		Topics:         Topics{Partitions: 6, ReplicationFactor: -1, MaxMessageBytes: DefaultMaxMessageBytes},
+		Topics:         Topics{Partitions: 6, CheckpointPartitions: 12, ReplicationFactor: -1, MaxMessageBytes: DefaultMaxMessageBytes},
 		StallTimeout:   2 * time.Minute,
 		Polling:        Polling{MinInterval: 200 * time.Millisecond, MaxIdle: time.Second},
 		RescanInterval: 5 * time.Second,
@@ -177,6 +180,9 @@ func (s *Settings) Validate() error {
 	}
 	if s.ReplicaID == "" {
 		s.ReplicaID, _ = os.Hostname()
+	}
+	if s.Topics.CheckpointPartitions < 1 {
+		p.Add("topics.checkpoint_partitions", "must be at least 1, got %d", s.Topics.CheckpointPartitions)
 	}
 	if s.Topics.Partitions < 1 {
 		p.Add("topics.partitions", "must be at least 1, got %d", s.Topics.Partitions)
