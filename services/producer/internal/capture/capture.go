@@ -200,6 +200,10 @@ type tableCapture struct {
 	dlq   *serde.DeadLetterEncoder
 	topic string
 
+	known  []string // the table's streams not known to be drained, oldest first
+	latest string   // the table's latest stream when last looked up
+	listed bool     // ListStreams has been called
+
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
 	runs  int // shard runs started, to tell a stale completion from the current run's
@@ -231,7 +235,6 @@ func (tc *tableCapture) run(ctx context.Context) {
 	defer wg.Wait()
 	tick := time.NewTicker(tc.c.cfg.Rescan)
 	defer tick.Stop()
-	var arns []string // the streams followed, oldest first
 	for {
 		if err := tc.prepare(ctx); err != nil {
 			log.Error("preparing table; retrying", "error", err)
@@ -240,18 +243,7 @@ func (tc *tableCapture) run(ctx context.Context) {
 			// item's snapshot row precedes its stream changes (see snapshot.go).
 			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 			if tc.snap == nil || tc.snap.done {
-				arns = tc.streams(ctx, arns, log)
-				var keep []string
-				for i, arn := range arns {
-					more, err := tc.scan(ctx, arn, i == len(arns)-1, running, finished, done, &wg, log)
-					if err != nil {
-						log.Warn("listing shards; retrying", "stream", arn, "error", err)
-					}
-					if more {
-						keep = append(keep, arn)
-					}
-				}
-				arns = keep
+				tc.followStreams(ctx, running, finished, done, &wg, log)
 			}
 			// Stop readers whose lease another replica took.
 			for key, r := range running {
@@ -284,21 +276,110 @@ func (tc *tableCapture) run(ctx context.Context) {
 	}
 }
 
-// streams returns the streams to follow: those followed so far, plus the table's current stream
-// when it is new.
-func (tc *tableCapture) streams(ctx context.Context, arns []string, log *slog.Logger) []string {
-	current, err := tc.streamARN(ctx)
+// followStreams scans the table's streams, oldest first. A stream's shards are read only once
+// every older stream of the table has been read to its end, so that per-key order holds across a
+// disable and re-enable of the table's stream: a change on the new stream is published after
+// every change of the old one. (Reading both at once, a delete on the new stream could overtake an
+// update on the old one, and a mirror would resurrect the item.) A stream read to its end is
+// recorded as drained in the checkpoint topic, so the order holds across restarts and replicas.
+func (tc *tableCapture) followStreams(ctx context.Context, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) {
+	arns, current, err := tc.tableStreams(ctx, log)
 	if err != nil {
-		log.Warn("looking up the table's stream", "error", err)
-		return arns
+		log.Warn("looking up the table's streams; retrying", "error", err)
+		return
 	}
-	if !slices.Contains(arns, current) {
-		if len(arns) > 0 {
-			log.Info("the table has a new stream; following it, and the old one until it is drained", "stream", current)
+	olderDrained := true
+	for i, arn := range arns {
+		isCurrent := arn == current
+		if !isCurrent && tc.cps.Drained(arn) {
+			tc.known = slices.DeleteFunc(tc.known, func(a string) bool { return a == arn })
+			continue
 		}
-		arns = append(arns, current)
+		more, gone, err := tc.scan(ctx, arn, isCurrent, olderDrained, running, finished, done, wg, log)
+		switch {
+		case err != nil:
+			log.Warn("listing shards; retrying", "stream", arn, "error", err)
+			olderDrained = false
+		case isCurrent:
+		case more:
+			if olderDrained && i+1 < len(arns) {
+				log.Info("reading the table's older stream to its end before its newer ones", "stream", arn, "newer", arns[i+1])
+			}
+			olderDrained = false
+		default:
+			newer := ""
+			if i+1 < len(arns) {
+				newer = arns[i+1]
+			}
+			// A stream followed by another, or the table's latest stream while it is disabled:
+			// changes made since its disabling are not in it.
+			gap := newer != "" || (current == "" && !gone)
+			tc.markDrained(ctx, arn, newer, gone, gap, log)
+		}
 	}
-	return arns
+}
+
+// tableStreams returns the table's streams to follow, oldest first, and the current (enabled)
+// one, "" while the table has none. ListStreams (DynamoDB keeps a disabled stream listed and
+// readable for 24 hours) is called when the table's current stream is first seen or changes, so
+// that after a restart an older stream's unread tail is still found and read first; streams
+// recorded as drained are skipped by the caller.
+func (tc *tableCapture) tableStreams(ctx context.Context, log *slog.Logger) ([]string, string, error) {
+	latest, enabled, err := tc.latestStream(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	current := ""
+	if enabled {
+		current = latest
+	}
+	if tc.t.StreamARN != "" {
+		return []string{latest}, current, nil
+	}
+	if !tc.listed || latest != tc.latest {
+		if l, ok := tc.c.api.(streams.Lister); ok {
+			list, err := streams.List(ctx, l, tc.t.Name)
+			if err != nil {
+				return nil, "", err
+			}
+			for _, a := range list {
+				if !slices.Contains(tc.known, a) && a != latest {
+					tc.known = append(tc.known, a)
+				}
+			}
+		}
+		if tc.latest != "" && latest != tc.latest {
+			log.Info("the table has a new stream; reading the older one to its end first", "stream", latest, "older", tc.latest)
+		}
+		if !enabled {
+			log.Warn("the table's stream is disabled: changes made from now on are not captured until it is enabled again", "stream", latest)
+		}
+		tc.listed, tc.latest = true, latest
+	}
+	if !slices.Contains(tc.known, latest) {
+		tc.known = append(tc.known, latest)
+	}
+	// The latest stream comes last (ListStreams' labels already order the others).
+	out := append(slices.DeleteFunc(slices.Clone(tc.known), func(a string) bool { return a == latest }), latest)
+	return out, current, nil
+}
+
+// markDrained records that a stream was read to its end (or is gone). Changes made while a
+// table's stream was disabled are not in any stream: DynamoDB loses them. That is reported here,
+// once, when the stream before the gap is drained.
+func (tc *tableCapture) markDrained(ctx context.Context, arn, newer string, gone, gap bool, log *slog.Logger) {
+	if err := tc.cps.MarkDrained(ctx, publish.Drained{StreamARN: arn, Table: tc.t.Name, Newer: newer, Gone: gone}); err != nil {
+		log.Warn("recording that a stream was read to its end; retrying", "stream", arn, "error", err)
+		return
+	}
+	tc.known = slices.DeleteFunc(tc.known, func(a string) bool { return a == arn })
+	if !gap {
+		log.Info("stream read to its end", "stream", arn, "stream_gone", gone)
+		return
+	}
+	tc.c.metrics.streamGaps.WithLabelValues(tc.t.Name).Inc()
+	log.Error("DATA LOSS: the table's stream was disabled; DynamoDB captured no change made between its disabling and the next stream's enabling. "+
+		"Take a new snapshot (tables[].snapshot with a new id) to publish the items' current state", "stream", arn, "next_stream", newer, "stream_gone", gone)
 }
 
 // prepare creates the topic and the encoder once.
@@ -323,15 +404,15 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 // scan lists one stream's shards and starts readers for the readable shards whose lease is held.
 // It reports whether the stream still needs following: it is the current one, or it has shards
 // not read to their end.
-func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) (bool, error) {
+func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayStart bool, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) (more, gone bool, err error) {
 	d, err := streams.Describe(ctx, tc.c.api, arn)
 	if errors.Is(err, streams.ErrStreamGone) {
 		log.Warn("stream is gone", "stream", arn)
 		tc.forgetAgedOut(ctx, arn, nil, finished, log)
-		return false, nil
+		return false, true, nil
 	}
 	if err != nil {
-		return true, err
+		return true, false, err
 	}
 	listed := make(map[string]bool, len(d.Shards))
 	for _, s := range d.Shards {
@@ -351,6 +432,9 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 	for i, s := range readable {
 		keys[i] = lease.Key(d.ARN, s.ID)
 	}
+	if !mayStart {
+		return true, false, nil // an older stream of the table is not read to its end yet
+	}
 	tc.c.leases.Offer(keys)
 	for _, s := range readable {
 		key := lease.Key(d.ARN, s.ID)
@@ -360,7 +444,7 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current bool, runn
 		shardLog := log.With("shard", s.ID)
 		tc.start(ctx, key, s.ID, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, s.ID, shardLog) })
 	}
-	return current || len(readable) > 0, nil
+	return current || len(readable) > 0, false, nil
 }
 
 // forgetAgedOut deletes the checkpoints of a stream's finished shards that its complete listing
@@ -379,6 +463,24 @@ func (tc *tableCapture) forgetAgedOut(ctx context.Context, arn string, listed ma
 		delete(finished, lease.Key(arn, shard))
 		log.Debug("checkpoint of an aged-out shard deleted", "stream", arn, "shard", shard)
 	}
+}
+
+// latestStream returns the table's latest stream (or the pinned one) and whether it is enabled. A
+// table whose stream was disabled still names it: its unread tail is read to its end.
+func (tc *tableCapture) latestStream(ctx context.Context) (string, bool, error) {
+	if tc.t.StreamARN != "" {
+		return tc.t.StreamARN, true, nil
+	}
+	out, err := tc.c.tables.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tc.t.Name)})
+	if err != nil {
+		return "", false, fmt.Errorf("describing table %s: %w", tc.t.Name, err)
+	}
+	arn := aws.ToString(out.Table.LatestStreamArn)
+	if arn == "" {
+		return "", false, fmt.Errorf("table %s has no stream: enable DynamoDB Streams on it", tc.t.Name)
+	}
+	spec := out.Table.StreamSpecification
+	return arn, spec != nil && aws.ToBool(spec.StreamEnabled), nil
 }
 
 func (tc *tableCapture) streamARN(ctx context.Context) (string, error) {

@@ -305,33 +305,112 @@ func (f *fixture) checkAgainstTable(ctx context.Context, events []received) {
 // stream ARN) while the producer runs: the records of both streams are published, each once.
 func TestCaptureFollowsAReenabledStream(t *testing.T) {
 	f := newFixture(t)
-	ctx := stacktest.Context(t, 3*time.Minute)
+	ctx := stacktest.Context(t, 4*time.Minute)
+	topic := f.prefix + ".cdc." + f.table
+	streams := []string{f.latestStream(ctx)}
 	stop := f.start(ctx)
-	defer stop()
 	for i := range 3 {
 		f.put(ctx, item(fmt.Sprintf("old%d", i), i, nil))
 	}
-	topic := f.prefix + ".cdc." + f.table
 	f.consume(ctx, topic, 3)
+
+	// While the producer runs: a backlog on the old stream and an update of "x" at its end, then
+	// the stream is re-enabled (new ARN) and "x" deleted on the new stream. The producer lags on
+	// the old stream; the delete must still come after the update.
+	written := 3
+	f.put(ctx, item("x", 1, nil))
+	written += f.backlog(ctx, "lag1", 400) + 1
+	f.update(ctx, "x", 1, "1")
+	streams = append(streams, f.reenable(ctx))
+	f.deleteItem(ctx, "x", 1)
+	f.put(ctx, item("y", 1, nil))
+	written += 3
+	f.consume(ctx, topic, written)
+	stop()
+
+	// While the producer is down: more on that stream, re-enabled again, and "x" written and
+	// deleted on the third stream. After the restart the second stream's unread tail (found with
+	// ListStreams: this process never saw it) is published first.
+	written += f.backlog(ctx, "lag2", 400)
+	f.update(ctx, "y", 1, "2")
+	streams = append(streams, f.reenable(ctx))
+	f.put(ctx, item("x", 1, nil))
+	f.deleteItem(ctx, "y", 1)
+	written += 3
+	stop = f.start(ctx)
+	defer stop()
+	events := f.consume(ctx, topic, written)
+	f.checkAgainstTable(ctx, events)
+
+	// In every partition, no record of a stream comes before a record of an older one.
+	rank := map[string]int{}
+	for i, a := range streams {
+		rank[a] = i
+	}
+	last := map[int32]int{}
+	perStream := map[int]int{}
+	for _, e := range events {
+		r, ok := rank[aws.ToString(e.ev.Source.StreamArn)]
+		if !ok {
+			t.Fatalf("event from unknown stream %s", aws.ToString(e.ev.Source.StreamArn))
+		}
+		perStream[r]++
+		if r < last[e.partition] {
+			t.Fatalf("partition %d: a record of stream %d (%s) at offset %d follows a record of stream %d",
+				e.partition, r, aws.ToString(e.ev.Source.SequenceNumber), e.offset, last[e.partition])
+		}
+		last[e.partition] = r
+	}
+	if len(perStream) != 3 {
+		t.Fatalf("records per stream %v, want records from all three", perStream)
+	}
+}
+
+// latestStream returns the table's current stream ARN.
+func (f *fixture) latestStream(ctx context.Context) string {
+	out, err := f.ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(f.table)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return aws.ToString(out.Table.LatestStreamArn)
+}
+
+// reenable disables the table's stream and enables it again (a new ARN), and returns the new ARN.
+func (f *fixture) reenable(ctx context.Context) string {
+	old := f.latestStream(ctx)
 	for _, enabled := range []bool{false, true} {
 		spec := &types.StreamSpecification{StreamEnabled: aws.Bool(enabled)}
 		if enabled {
 			spec.StreamViewType = types.StreamViewTypeNewAndOldImages
 		}
 		if _, err := f.ddb.UpdateTable(ctx, &dynamodb.UpdateTableInput{TableName: aws.String(f.table), StreamSpecification: spec}); err != nil {
-			t.Fatalf("setting stream enabled=%v: %v", enabled, err)
+			f.t.Fatalf("setting stream enabled=%v: %v", enabled, err)
 		}
 	}
-	for i := range 4 {
-		f.put(ctx, item(fmt.Sprintf("new%d", i), i, nil))
+	arn := f.latestStream(ctx)
+	if arn == old {
+		f.t.Fatalf("re-enabling the stream kept its ARN %s", arn)
 	}
-	events := f.consume(ctx, topic, 7)
-	arns := map[string]int{}
-	for _, e := range events {
-		arns[aws.ToString(e.ev.Source.StreamArn)]++
+	return arn
+}
+
+// backlog writes n items with BatchWriteItem and returns n.
+func (f *fixture) backlog(ctx context.Context, pk string, n int) int {
+	for i := 0; i < n; i += 25 {
+		var reqs []types.WriteRequest
+		for j := i; j < min(i+25, n); j++ {
+			reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: item(pk, j, nil)}})
+		}
+		if _, err := f.ddb.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{f.table: reqs}}); err != nil {
+			f.t.Fatal(err)
+		}
 	}
-	if len(arns) != 2 {
-		t.Fatalf("records came from streams %v, want the old and the new one", arns)
+	return n
+}
+
+func (f *fixture) deleteItem(ctx context.Context, pk string, sk int) {
+	if _, err := f.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(f.table), Key: key(pk, sk)}); err != nil {
+		f.t.Fatal(err)
 	}
 }
 

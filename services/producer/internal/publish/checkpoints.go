@@ -72,6 +72,19 @@ type meta struct {
 
 const metaKey = "meta/partitions"
 
+// Drained records that a stream of a table has been read to its end (or is gone): its table's
+// newer streams may be published. It is written once, by whichever replica sees it first.
+type Drained struct {
+	StreamARN string    `json:"stream_arn"`
+	Table     string    `json:"table"`
+	Newer     string    `json:"newer_stream_arn"` // the table's next stream
+	Gone      bool      `json:"gone"`             // the stream had disappeared (aged out or deleted)
+	Owner     string    `json:"owner"`
+	At        time.Time `json:"at"`
+}
+
+func drainedKey(streamARN string) string { return "drained/" + streamARN }
+
 // ErrPartitionsChanged is returned when the checkpoint topic's partition count differs from the
 // one recorded when it was first used.
 var ErrPartitionsChanged = errors.New("the checkpoint topic's partition count changed")
@@ -132,8 +145,9 @@ type Checkpoints struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever something was read
 	cps     map[string]Checkpoint
-	read    map[int32]int64 // partition → highest offset read
-	meta    *meta           // the recorded partition count, once read
+	drained map[string]Drained // by stream ARN
+	read    map[int32]int64    // partition → highest offset read
+	meta    *meta              // the recorded partition count, once read
 }
 
 // NewCheckpoints returns a follower of topic, which has partitions partitions; run it with Run.
@@ -154,7 +168,7 @@ func NewCheckpoints(opts []kgo.Opt, topic string, partitions int32, owner string
 		return nil, fmt.Errorf("creating checkpoint producer: %w", err)
 	}
 	return &Checkpoints{cl: cl, prod: prod, topic: topic, partitions: partitions, owner: owner, log: log,
-		changed: make(chan struct{}), cps: map[string]Checkpoint{}, read: map[int32]int64{}}, nil
+		changed: make(chan struct{}), cps: map[string]Checkpoint{}, drained: map[string]Drained{}, read: map[int32]int64{}}, nil
 }
 
 // Partitions is the topic's partition count.
@@ -186,6 +200,11 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 					return
 				}
 				c.cps[key] = cp
+			case strings.HasPrefix(key, "drained/") && r.Value != nil:
+				var d Drained
+				if err := json.Unmarshal(r.Value, &d); err == nil {
+					c.drained[d.StreamARN] = d
+				}
 			case key == metaKey && r.Value != nil:
 				var m meta
 				if err := json.Unmarshal(r.Value, &m); err == nil && c.meta == nil {
@@ -274,6 +293,25 @@ func (c *Checkpoints) Forget(ctx context.Context, streamARN, shard string) error
 		}
 	}
 	return nil
+}
+
+// Drained reports whether a stream was recorded as read to its end.
+func (c *Checkpoints) Drained(streamARN string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.drained[streamARN]
+	return ok
+}
+
+// MarkDrained records that a stream was read to its end and waits until the record is read back.
+func (c *Checkpoints) MarkDrained(ctx context.Context, d Drained) error {
+	d.Owner, d.At = c.owner, time.Now().UTC()
+	value, _ := json.Marshal(d)
+	pos, err := c.produce(ctx, &kgo.Record{Key: []byte(drainedKey(d.StreamARN)), Value: value, Partition: Partition(d.StreamARN, "", c.partitions)})
+	if err != nil {
+		return err
+	}
+	return c.WaitRead(ctx, pos)
 }
 
 // Shards returns the shards of a stream that have a checkpoint.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
@@ -123,4 +124,43 @@ func Readable(shards []Shard, finished map[string]bool) []Shard {
 		return 0
 	})
 	return out
+}
+
+// Lister lists a table's streams. *dynamodbstreams.Client implements it.
+type Lister interface {
+	ListStreams(ctx context.Context, in *dynamodbstreams.ListStreamsInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.ListStreamsOutput, error)
+}
+
+// List returns the ARNs of a table's streams, oldest first (by stream label, the stream's creation
+// time). DynamoDB keeps a disabled stream listed, and readable, for 24 hours.
+func List(ctx context.Context, api Lister, table string) ([]string, error) {
+	type stream struct{ arn, label string }
+	var all []stream
+	var start *string
+	for {
+		out, err := api.ListStreams(ctx, &dynamodbstreams.ListStreamsInput{TableName: aws.String(table), ExclusiveStartStreamArn: start})
+		if err != nil {
+			return nil, fmt.Errorf("listing the streams of table %s: %w", table, err)
+		}
+		for _, s := range out.Streams {
+			if aws.ToString(s.TableName) == table {
+				all = append(all, stream{aws.ToString(s.StreamArn), aws.ToString(s.StreamLabel)})
+			}
+		}
+		if out.LastEvaluatedStreamArn == nil {
+			break
+		}
+		start = out.LastEvaluatedStreamArn
+	}
+	slices.SortFunc(all, func(a, b stream) int {
+		if a.label != b.label {
+			return strings.Compare(a.label, b.label)
+		}
+		return strings.Compare(a.arn, b.arn)
+	})
+	out := make([]string, len(all))
+	for i, s := range all {
+		out[i] = s.arn
+	}
+	return out, nil
 }
