@@ -53,7 +53,7 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		Kafka: kopts,
 	}
 	for _, t := range s.Tables {
-		ct := capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding)}
+		ct := capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding), StartLatest: t.StartPosition == "latest"}
 		if sn := t.Snapshot; sn.Enabled {
 			ct.Snapshot = &capture.Snapshot{ID: sn.ID, Segments: sn.Segments, PageSize: sn.PageSize,
 				CapacityShare: sn.CapacityShare, OnDemandCapacity: sn.OnDemandCapacity, Consistent: !sn.EventuallyConsistent}

@@ -50,6 +50,49 @@ type Table struct {
 	StreamARN string // "" follows the table's current stream
 	Encoding  ddbavro.Encoding
 	Snapshot  *Snapshot // nil: no snapshot
+	// StartLatest skips the changes the table's streams hold when the producer first captures
+	// the table (start_position latest); false reads them from the trim horizon.
+	StartLatest bool
+}
+
+// ErrViewType is returned (wrapped) for a stream whose view type has no new image: every
+// ddb2delta sink mode (mirror, changelog) needs the item after each change.
+var ErrViewType = errors.New("unusable stream view type")
+
+// checkViewType fails for the view types that carry no new image.
+func checkViewType(table, arn, viewType string) error {
+	switch viewType {
+	case "KEYS_ONLY", "OLD_IMAGE":
+		return fmt.Errorf("%w: the stream %s of table %s has view type %s; the sink's mirror and changelog need the item after each change: "+
+			"set the table's StreamViewType to NEW_AND_OLD_IMAGES (or NEW_IMAGE)", ErrViewType, arn, table, viewType)
+	}
+	return nil
+}
+
+// checkTables refuses to start when a table's current stream has a view type the sinks cannot use.
+// Other failures (a table not there yet, DynamoDB unreachable) are left to the table loops, which
+// retry.
+func (c *Capture) checkTables(ctx context.Context) error {
+	for _, t := range c.cfg.Tables {
+		if t.StreamARN != "" {
+			d, err := streams.Describe(ctx, c.api, t.StreamARN)
+			if err == nil {
+				err = checkViewType(t.Name, t.StreamARN, d.ViewType)
+			}
+			if errors.Is(err, ErrViewType) {
+				return err
+			}
+			continue
+		}
+		out, err := c.tables.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.Name)})
+		if err != nil || out.Table.StreamSpecification == nil || !aws.ToBool(out.Table.StreamSpecification.StreamEnabled) {
+			continue
+		}
+		if err := checkViewType(t.Name, aws.ToString(out.Table.LatestStreamArn), string(out.Table.StreamSpecification.StreamViewType)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Config is what Capture needs.
@@ -147,6 +190,9 @@ func (c *Capture) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkTables(ctx); err != nil {
+		return err
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -200,9 +246,10 @@ type tableCapture struct {
 	dlq   *serde.DeadLetterEncoder
 	topic string
 
-	known  []string // the table's streams not known to be drained, oldest first
-	latest string   // the table's latest stream when last looked up
-	listed bool     // ListStreams has been called
+	origin time.Time // start_position latest: records stamped before it are not published
+	known  []string  // the table's streams not known to be drained, oldest first
+	latest string    // the table's latest stream when last looked up
+	listed bool      // ListStreams has been called
 
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
@@ -397,6 +444,16 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if tc.t.StartLatest {
+		origin, err := tc.cps.SetOrigin(ctx, tc.t.Name, time.Now())
+		if err != nil {
+			return err
+		}
+		// Streams stamp records to the second, rounded down: a record stamped in the origin's
+		// second may be later than the origin, so that second is published.
+		tc.origin = origin.Truncate(time.Second)
+		tc.c.log.Info("start position latest: changes stamped before the table was first captured are not published", "table", tc.t.Name, "from", tc.origin)
+	}
 	tc.enc = enc
 	return nil
 }
@@ -426,6 +483,12 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayStart 
 	for _, s := range d.Shards {
 		byID[s.ID] = finished[lease.Key(d.ARN, s.ID)]
 	}
+	if err := checkViewType(tc.t.Name, d.ARN, d.ViewType); err != nil {
+		// A stream enabled again with another view type: the table stops here, not ready.
+		tc.c.stalls.failed(tc.t.Name, "stream", err)
+		return true, false, err
+	}
+	tc.c.stalls.forget(tc.t.Name, "stream")
 	table := changes.Table{Name: tc.t.Name, StreamARN: d.ARN, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
 	readable := streams.Readable(d.Shards, byID)
 	keys := make([]string, len(readable))
@@ -566,7 +629,18 @@ func (tc *tableCapture) convert(ctx context.Context, table changes.Table, shard 
 	bytes := 0
 	tc.encMu.Lock()
 	defer tc.encMu.Unlock()
+	skipped := 0
+	defer func() {
+		if skipped > 0 {
+			tc.c.metrics.skipped.WithLabelValues(tc.t.Name).Add(float64(skipped))
+		}
+	}()
 	for _, rec := range page.Records {
+		if !tc.origin.IsZero() && rec.Dynamodb != nil && rec.Dynamodb.ApproximateCreationDateTime != nil &&
+			rec.Dynamodb.ApproximateCreationDateTime.Before(tc.origin) {
+			skipped++ // before the start position: the checkpoint moves past it unpublished
+			continue
+		}
 		ev, key, err := changes.Convert(table, shard, rec, now)
 		seq := ""
 		if rec.Dynamodb != nil {

@@ -16,6 +16,7 @@ type Metrics struct {
 	recordAge    *prometheus.GaugeVec
 	shardStalled *prometheus.GaugeVec
 	streamGaps   *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
 
 	snapshotRows      *prometheus.CounterVec
 	snapshotUnits     *prometheus.CounterVec
@@ -49,6 +50,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while a shard has been unable to publish for longer than stall_timeout (readiness fails), else 0."}, []string{"table", "shard"}),
 		streamGaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_stream_gaps_total",
 			Help: "Times a table's stream was disabled: changes made until it was enabled again are not captured by DynamoDB (data loss)."}, []string{"table"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_skipped_total",
+			Help: "Stream records older than the table's start position (start_position latest), read and not published."}, []string{"table"}),
 		snapshotRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_snapshot_rows_total",
 			Help: "Items read by a snapshot scan and published (committed) as op=r events."}, []string{"table"}),
 		snapshotUnits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_snapshot_read_units_total",
@@ -56,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_snapshot_segments_remaining",
 			Help: "Snapshot segments not finished yet (0 once the snapshot is complete)."}, []string{"table"}),
 	}
-	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge, m.shardStalled, m.streamGaps,
+	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge, m.shardStalled, m.streamGaps, m.skipped,
 		m.snapshotRows, m.snapshotUnits, m.snapshotRemaining)
 	return m
 }

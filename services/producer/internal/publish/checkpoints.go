@@ -85,6 +85,15 @@ type Drained struct {
 
 func drainedKey(streamARN string) string { return "drained/" + streamARN }
 
+func originKey(table string) string { return "origin/" + table }
+
+// origin is when a table with start position latest was first captured.
+type origin struct {
+	Table string    `json:"table"`
+	At    time.Time `json:"at"`
+	Owner string    `json:"owner"`
+}
+
 // ErrPartitionsChanged is returned when the checkpoint topic's partition count differs from the
 // one recorded when it was first used.
 var ErrPartitionsChanged = errors.New("the checkpoint topic's partition count changed")
@@ -146,6 +155,7 @@ type Checkpoints struct {
 	changed chan struct{} // closed and replaced whenever something was read
 	cps     map[string]Checkpoint
 	drained map[string]Drained // by stream ARN
+	origins map[string]origin  // by table: the first recorded
 	read    map[int32]int64    // partition → highest offset read
 	meta    *meta              // the recorded partition count, once read
 }
@@ -168,7 +178,7 @@ func NewCheckpoints(opts []kgo.Opt, topic string, partitions int32, owner string
 		return nil, fmt.Errorf("creating checkpoint producer: %w", err)
 	}
 	return &Checkpoints{cl: cl, prod: prod, topic: topic, partitions: partitions, owner: owner, log: log,
-		changed: make(chan struct{}), cps: map[string]Checkpoint{}, drained: map[string]Drained{}, read: map[int32]int64{}}, nil
+		changed: make(chan struct{}), cps: map[string]Checkpoint{}, drained: map[string]Drained{}, origins: map[string]origin{}, read: map[int32]int64{}}, nil
 }
 
 // Partitions is the topic's partition count.
@@ -204,6 +214,13 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 				var d Drained
 				if err := json.Unmarshal(r.Value, &d); err == nil {
 					c.drained[d.StreamARN] = d
+				}
+			case strings.HasPrefix(key, "origin/") && r.Value != nil:
+				var o origin
+				if err := json.Unmarshal(r.Value, &o); err == nil {
+					if _, ok := c.origins[o.Table]; !ok {
+						c.origins[o.Table] = o // the first one recorded wins
+					}
 				}
 			case key == metaKey && r.Value != nil:
 				var m meta
@@ -312,6 +329,33 @@ func (c *Checkpoints) MarkDrained(ctx context.Context, d Drained) error {
 		return err
 	}
 	return c.WaitRead(ctx, pos)
+}
+
+// SetOrigin returns when table was first captured with start position latest, recording at when
+// no time is recorded yet. Of replicas racing to record one, the first record in the topic wins
+// for all of them.
+func (c *Checkpoints) SetOrigin(ctx context.Context, table string, at time.Time) (time.Time, error) {
+	p := Partition(originKey(table), "", c.partitions)
+	if err := c.Sync(ctx, p); err != nil {
+		return time.Time{}, err
+	}
+	c.mu.Lock()
+	o, ok := c.origins[table]
+	c.mu.Unlock()
+	if ok {
+		return o.At, nil
+	}
+	value, _ := json.Marshal(origin{Table: table, At: at.UTC(), Owner: c.owner})
+	pos, err := c.produce(ctx, &kgo.Record{Key: []byte(originKey(table)), Value: value, Partition: p})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := c.WaitRead(ctx, pos); err != nil {
+		return time.Time{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.origins[table].At, nil
 }
 
 // Shards returns the shards of a stream that have a checkpoint.

@@ -57,6 +57,10 @@ type Table struct {
 	Encoding string `yaml:"encoding"`
 	// Snapshot loads the table's existing items (op r) alongside its stream.
 	Snapshot Snapshot `yaml:"snapshot"`
+	// StartPosition is where the table's streams are first read: trim_horizon (every change the
+	// stream still holds, up to 24 hours) or latest (changes from the moment the producer first
+	// captures the table). Default: trim_horizon.
+	StartPosition string `yaml:"start_position"`
 }
 
 // Snapshot configures a table's initial load: a parallel Scan whose rows are published as op=r
@@ -220,6 +224,12 @@ func (s *Settings) Validate() error {
 			p.Add(key+".encoding", "%q is not typed or document", t.Encoding)
 		}
 		t.Snapshot.check(&p, key+".snapshot")
+		if t.StartPosition == "" {
+			t.StartPosition = "trim_horizon"
+		}
+		if t.StartPosition != "trim_horizon" && t.StartPosition != "latest" {
+			p.Add(key+".start_position", "%q is not trim_horizon or latest", t.StartPosition)
+		}
 	}
 	return p.Err()
 }
