@@ -176,6 +176,12 @@ func (c *Capture) Run(ctx context.Context) error {
 			err = c.leases.EnsureTable(ctx)
 		}
 		if err == nil {
+			err = c.leases.Register(ctx)
+			if errors.Is(err, lease.ErrDuplicateReplica) {
+				return err
+			}
+		}
+		if err == nil {
 			dlq, err = serde.NewDeadLetterEncoder(ctx, c.reg, c.cfg.DeadLetterTopic)
 		}
 		if err == nil {
@@ -197,6 +203,14 @@ func (c *Capture) Run(ctx context.Context) error {
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return cps.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case err := <-c.leases.Fatal():
+			return err // another process took this replica's id
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	for b.Reset(); ; {
 		err := cps.CheckPartitions(gctx)
 		if errors.Is(err, publish.ErrPartitionsChanged) {
@@ -519,6 +533,10 @@ func (tc *tableCapture) forgetAgedOut(ctx context.Context, arn string, listed ma
 		if listed[shard] || (!cp.End && listed != nil) {
 			continue
 		}
+		if err := tc.c.leases.Delete(ctx, lease.Key(arn, shard)); err != nil {
+			log.Warn("deleting the lease of a shard that aged out", "stream", arn, "shard", shard, "error", err)
+			return
+		}
 		if err := tc.cps.Forget(ctx, arn, shard); err != nil {
 			log.Warn("deleting the checkpoint of a shard that aged out", "stream", arn, "shard", shard, "error", err)
 			return
@@ -597,6 +615,10 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		}
 		if len(page.Records) == 0 && !page.End {
 			continue
+		}
+		if !tc.c.leases.Held(lease.Key(table.StreamARN, shard)) {
+			log.Info("lease no longer held; stopping before publishing", "after", r.After())
+			return false, nil
 		}
 		tc.c.stalls.read(tc.t.Name, shard, len(page.Records))
 		records, bytes, err := tc.convert(ctx, table, shard, page)

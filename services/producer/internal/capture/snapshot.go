@@ -248,6 +248,10 @@ func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Log
 			return false, err
 		}
 		m.snapshotUnits.WithLabelValues(tc.t.Name).Add(page.Units)
+		if !tc.c.leases.Held(lease.Key(st.stream, seg)) {
+			log.Info("lease no longer held; stopping before publishing")
+			return false, nil
+		}
 		tc.c.stalls.read(tc.t.Name, seg, len(page.Items))
 		records, bytes, err := tc.convertSnapshot(ctx, seg, page)
 		if err != nil {

@@ -9,6 +9,15 @@
 // (ceil(leases / live workers)), and by stealing at most one lease per round from the busiest
 // replica when it holds at least two more leases than this one.
 //
+// A replica whose renewals fail (it lost DynamoDB but may still reach Kafka) stops reading its
+// shards before other replicas can see their leases expire: Held turns false once no renewal has
+// succeeded for two thirds of the lease duration. Otherwise the replica would keep claiming the
+// shards its successor took, and the two would fence each other in turns.
+//
+// Two processes must not share a replica id (they would both think they hold its leases):
+// Register refuses to start a second one, and a running one that finds its worker item taken by
+// another process reports it on Fatal.
+//
 // Leases decide who should read a shard; they are not what keeps a shard from being published
 // twice. That is Kafka's fencing (see package publish): a replica that lost its lease without
 // noticing yet is fenced by the broker on its next commit.
@@ -16,14 +25,19 @@ package lease
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -36,7 +50,15 @@ type API interface {
 	Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 }
+
+// ErrDuplicateReplica is returned when another live process uses this replica's id.
+var ErrDuplicateReplica = errors.New("another process is running with this replica_id")
+
+// renewConcurrency bounds the renewals in flight at once.
+const renewConcurrency = 16
 
 // Config configures a coordinator.
 type Config struct {
@@ -57,18 +79,23 @@ type observed struct {
 // Coordinator holds this replica's leases. Run drives it; Offer, Held and Finish are safe to call
 // from other goroutines.
 type Coordinator struct {
-	api API
-	cfg Config
-	log *slog.Logger
-	now func() time.Time
+	api   API
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 
-	kick chan struct{} // Offer of a new key: run a round now
+	kick        chan struct{} // Offer of a new key: run a round now
+	fatal       chan error    // another process took this replica's id
+	incarnation string        // this process, in the worker item
 
 	mu      sync.Mutex
 	offered map[string]bool      // lease keys of readable shards, from the capture
 	held    map[string]int64     // lease key → our counter
+	renewed map[string]time.Time // lease key → local time of its last successful renewal (or take)
 	seen    map[string]*observed // every lease and worker item, as last scanned
 	counter int64                // our worker heartbeat
+	stolen  bool                 // the worker item was taken by another process: hold nothing
 }
 
 // New returns a coordinator.
@@ -76,8 +103,108 @@ func New(api API, cfg Config, log *slog.Logger) *Coordinator {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 10 * time.Second
 	}
-	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, kick: make(chan struct{}, 1),
-		offered: map[string]bool{}, held: map[string]int64{}, seen: map[string]*observed{}}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, kick: make(chan struct{}, 1), fatal: make(chan error, 1),
+		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, renewed: map[string]time.Time{},
+		seen: map[string]*observed{}}
+}
+
+// Fatal reports, once, that another process took this replica's id while it ran.
+func (c *Coordinator) Fatal() <-chan error { return c.fatal }
+
+// Register makes this process the one running under its replica id, before it takes any lease. A
+// worker item left by an earlier process of the same id (a crash) is taken over once its counter
+// has not moved for the lease duration; one whose counter moves belongs to a live process, and
+// Register fails with ErrDuplicateReplica. A replica that stopped gracefully (its worker released)
+// is taken over at once.
+func (c *Coordinator) Register(ctx context.Context) error {
+	key := workerPrefix + c.cfg.Owner
+	var first *observed
+	var firstInc string
+	for {
+		out, err := c.api.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(key), ConsistentRead: aws.Bool(true)})
+		if err != nil {
+			return fmt.Errorf("reading worker %s from lease table %s: %w", c.cfg.Owner, c.cfg.Table, err)
+		}
+		it := out.Item
+		inc := ""
+		if v, ok := it["incarnation"].(*types.AttributeValueMemberS); ok {
+			inc = v.Value
+		}
+		owner := ""
+		if v, ok := it["owner"].(*types.AttributeValueMemberS); ok {
+			owner = v.Value
+		}
+		counter := numAttr(it["counter"])
+		now := c.now()
+		switch {
+		case it == nil || owner == "":
+			// No worker, or one released on shutdown: take it unless someone else does first.
+		case first == nil:
+			first, firstInc = &observed{counter: counter, changed: now}, inc
+			c.log.Info("another process held this replica id; waiting one lease duration to see whether it is alive", "replica", c.cfg.Owner)
+		case counter != first.counter || inc != firstInc:
+			return fmt.Errorf("%w: replica_id %q is in use in lease table %s (its heartbeat moves); give each replica a unique replica_id",
+				ErrDuplicateReplica, c.cfg.Owner, c.cfg.Table)
+		case now.Sub(first.changed) < c.cfg.Duration:
+		default:
+			c.log.Info("the earlier process of this replica id is gone; taking over its worker", "replica", c.cfg.Owner)
+		}
+		if it != nil && owner != "" && (first == nil || c.now().Sub(first.changed) < c.cfg.Duration) {
+			if err := c.sleep(ctx, c.cfg.Duration/5); err != nil {
+				return err
+			}
+			continue
+		}
+		put := &dynamodb.PutItemInput{TableName: aws.String(c.cfg.Table),
+			Item:                map[string]types.AttributeValue{"lease_key": str(key), "counter": num(counter + 1), "owner": str(c.cfg.Owner), "incarnation": str(c.incarnation)},
+			ConditionExpression: aws.String("attribute_not_exists(lease_key)")}
+		if it != nil {
+			put.ConditionExpression = aws.String("#c = :seen")
+			put.ExpressionAttributeNames = map[string]string{"#c": "counter"}
+			put.ExpressionAttributeValues = map[string]types.AttributeValue{":seen": num(counter)}
+		}
+		_, err = c.api.PutItem(ctx, put)
+		var cf *types.ConditionalCheckFailedException
+		if errors.As(err, &cf) {
+			first = nil // someone wrote it meanwhile: look again
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("registering worker %s in lease table %s: %w", c.cfg.Owner, c.cfg.Table, err)
+		}
+		c.counter = counter + 1
+		return nil
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Delete removes the lease of a finished shard that aged out of its stream, so that the lease
+// table holds only live shards.
+func (c *Coordinator) Delete(ctx context.Context, key string) error {
+	_, err := c.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(key),
+		ConditionExpression:       aws.String("attribute_not_exists(lease_key) OR finished = :t"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":t": &types.AttributeValueMemberBOOL{Value: true}}})
+	var cf *types.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &cf) {
+		return fmt.Errorf("deleting lease %s: %w", key, err)
+	}
+	c.mu.Lock()
+	delete(c.seen, key)
+	delete(c.offered, key)
+	c.mu.Unlock()
+	return nil
 }
 
 // Key is the lease key of a shard.
@@ -121,7 +248,14 @@ func (c *Coordinator) Held(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.held[key]
-	return ok
+	return ok && c.fresh(key)
+}
+
+// fresh reports whether a held lease was renewed recently enough to be used: within two thirds of
+// the lease duration, so that this replica stops using it before any other replica can see it
+// expire (others wait the whole duration after they last saw its counter move). The caller holds mu.
+func (c *Coordinator) fresh(key string) bool {
+	return c.now().Sub(c.renewed[key]) < c.cfg.Duration*2/3
 }
 
 // Finish marks a shard's lease finished (its shard was read to the end) and releases it.
@@ -135,6 +269,7 @@ func (c *Coordinator) Finish(ctx context.Context, key string) error {
 	})
 	c.mu.Lock()
 	delete(c.held, key)
+	delete(c.renewed, key)
 	delete(c.offered, key)
 	c.mu.Unlock()
 	if err != nil {
@@ -164,7 +299,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 
 // Round is one renew/scan/acquire pass (Run calls it; tests call it directly).
 func (c *Coordinator) Round(ctx context.Context) error {
-	c.heartbeat(ctx)
+	if !c.heartbeat(ctx) {
+		return nil
+	}
 	c.renew(ctx)
 	if err := c.scan(ctx); err != nil {
 		return err
@@ -184,13 +321,40 @@ func num(n int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
 }
 
-func (c *Coordinator) heartbeat(ctx context.Context) {
+// heartbeat bumps this replica's worker counter, on condition that the worker item is still this
+// process's (or has none: a test driving rounds without Register). It reports false once another
+// process took the item: then this one holds nothing more and Fatal says why.
+func (c *Coordinator) heartbeat(ctx context.Context) bool {
+	c.mu.Lock()
+	stolen := c.stolen
+	c.mu.Unlock()
+	if stolen {
+		return false
+	}
 	c.counter++
-	_, err := c.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(c.cfg.Table), Item: map[string]types.AttributeValue{
-		"lease_key": str(workerPrefix + c.cfg.Owner), "counter": num(c.counter), "owner": str(c.cfg.Owner)}})
-	if err != nil {
+	_, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(workerPrefix + c.cfg.Owner),
+		UpdateExpression:          aws.String("SET #c = :n, #o = :me, incarnation = :inc"),
+		ConditionExpression:       aws.String("attribute_not_exists(incarnation) OR incarnation = :inc"),
+		ExpressionAttributeNames:  map[string]string{"#c": "counter", "#o": "owner"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":n": num(c.counter), ":me": str(c.cfg.Owner), ":inc": str(c.incarnation)}})
+	var cf *types.ConditionalCheckFailedException
+	switch {
+	case errors.As(err, &cf):
+		err := fmt.Errorf("%w: another process took replica_id %q in lease table %s; this one stops", ErrDuplicateReplica, c.cfg.Owner, c.cfg.Table)
+		c.log.Error("replica id taken by another process; dropping every lease", "error", err)
+		c.mu.Lock()
+		c.stolen = true
+		c.held = map[string]int64{}
+		c.mu.Unlock()
+		select {
+		case c.fatal <- err:
+		default:
+		}
+		return false
+	case err != nil:
 		c.log.Warn("worker heartbeat failed", "error", err)
 	}
+	return true
 }
 
 // renew bumps the counter of every lease held, on condition that we still own it; a lease that
@@ -202,31 +366,50 @@ func (c *Coordinator) renew(ctx context.Context) {
 		keys = append(keys, k)
 	}
 	c.mu.Unlock()
+	var g errgroup.Group
+	g.SetLimit(renewConcurrency)
 	for _, k := range keys {
-		out, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName: aws.String(c.cfg.Table), Key: leaseKey(k),
-			UpdateExpression:          aws.String("SET #c = #c + :one"),
-			ConditionExpression:       aws.String("#o = :me"),
-			ExpressionAttributeNames:  map[string]string{"#c": "counter", "#o": "owner"},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":one": num(1), ":me": str(c.cfg.Owner)},
-			ReturnValues:              types.ReturnValueUpdatedNew,
-		})
-		var cond *types.ConditionalCheckFailedException
-		switch {
-		case errors.As(err, &cond):
-			c.log.Info("lease lost to another replica", "lease", k)
-			c.mu.Lock()
-			delete(c.held, k)
-			c.mu.Unlock()
-		case err != nil:
-			// Keep the lease: if renewals keep failing, another replica takes it after the lease
-			// duration and Kafka fences this one.
-			c.log.Warn("renewing lease", "lease", k, "error", err)
-		default:
-			c.mu.Lock()
-			c.held[k] = numAttr(out.Attributes["counter"])
-			c.mu.Unlock()
-		}
+		g.Go(func() error { c.renewOne(ctx, k); return nil })
+	}
+	_ = g.Wait()
+}
+
+func (c *Coordinator) renewOne(ctx context.Context, k string) {
+	// A renewal that takes longer than a round is as good as failed.
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Duration/3)
+	defer cancel()
+	start := c.now()
+	out, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(c.cfg.Table), Key: leaseKey(k),
+		UpdateExpression:          aws.String("SET #c = #c + :one"),
+		ConditionExpression:       aws.String("#o = :me"),
+		ExpressionAttributeNames:  map[string]string{"#c": "counter", "#o": "owner"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":one": num(1), ":me": str(c.cfg.Owner)},
+		ReturnValues:              types.ReturnValueUpdatedNew,
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.held[k]; !ok {
+		return // finished or released meanwhile
+	}
+	var cond *types.ConditionalCheckFailedException
+	switch {
+	case errors.As(err, &cond):
+		c.log.Info("lease lost to another replica", "lease", k)
+		delete(c.held, k)
+		delete(c.renewed, k)
+	case err != nil && !c.fresh(k):
+		// Renewals keep failing: stop using the lease before others can see it expire, and let
+		// it go, so that this replica does not claim the shard back from its successor.
+		c.log.Warn("lease renewals failing; giving the lease up so that another replica takes it", "lease", k, "error", err)
+		delete(c.held, k)
+		delete(c.renewed, k)
+	case err != nil:
+		c.log.Warn("renewing lease", "lease", k, "error", err)
+	default:
+		c.held[k] = numAttr(out.Attributes["counter"])
+		// The renewal took effect at some instant after start: count from start.
+		c.renewed[k] = start
 	}
 }
 
@@ -355,6 +538,10 @@ func (c *Coordinator) acquire(ctx context.Context) {
 	}
 	c.mu.Unlock()
 
+	// Expired and free leases in random order (after this replica's own), so that replicas
+	// starting together do not all race for the same ones.
+	rest := free[own:]
+	mrand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
 	for i, f := range free {
 		if mine >= share && i >= own {
 			return
@@ -372,6 +559,7 @@ func (c *Coordinator) acquire(ctx context.Context) {
 
 // take claims a lease on condition that it is as observed (same counter, same owner or none).
 func (c *Coordinator) take(ctx context.Context, key string, o observed) bool {
+	start := c.now()
 	cond := "#c = :seen AND attribute_not_exists(#o)"
 	values := map[string]types.AttributeValue{":seen": num(o.counter), ":me": str(c.cfg.Owner), ":one": num(1)}
 	if o.owner != "" {
@@ -395,6 +583,7 @@ func (c *Coordinator) take(ctx context.Context, key string, o observed) bool {
 	}
 	c.mu.Lock()
 	c.held[key] = numAttr(out.Attributes["counter"])
+	c.renewed[key] = start
 	c.mu.Unlock()
 	c.log.Info("lease taken", "lease", key, "previous_owner", o.owner)
 	return true
@@ -411,7 +600,11 @@ func (c *Coordinator) releaseAll() {
 		keys = append(keys, k)
 	}
 	c.held = map[string]int64{}
+	stolen := c.stolen
 	c.mu.Unlock()
+	if stolen {
+		return // the worker and its leases are another process's now
+	}
 	for _, k := range keys {
 		_, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName: aws.String(c.cfg.Table), Key: leaseKey(k),
@@ -425,5 +618,6 @@ func (c *Coordinator) releaseAll() {
 		}
 	}
 	_, _ = c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(workerPrefix + c.cfg.Owner),
-		UpdateExpression: aws.String("REMOVE #o"), ExpressionAttributeNames: map[string]string{"#o": "owner"}})
+		UpdateExpression: aws.String("REMOVE #o"), ConditionExpression: aws.String("incarnation = :inc"),
+		ExpressionAttributeNames: map[string]string{"#o": "owner"}, ExpressionAttributeValues: map[string]types.AttributeValue{":inc": str(c.incarnation)}})
 }

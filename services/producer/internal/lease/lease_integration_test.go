@@ -4,9 +4,11 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,14 +124,54 @@ func TestLeasesBalanceTakeOverAndHandOver(t *testing.T) {
 		t.Fatalf("after b released, a holds %d, want 6", count["a"])
 	}
 
-	// a restarts under the same id (after a crash): it holds nothing yet, and takes back the
-	// leases its earlier incarnation held at once, without waiting for them to expire.
+	// a restarts under the same id (after a crash): Register waits until the earlier process's
+	// heartbeat has not moved for the lease duration, then the new one takes back the leases its
+	// earlier incarnation held at once, without waiting for them to expire.
+	ctx := stacktest.Context(t, time.Minute)
+	zombie := cs[0]
 	restarted := New(cs[0].api, cs[0].cfg, slog.New(slog.DiscardHandler))
 	restarted.now = clk.now
+	waited := time.Duration(0)
+	restarted.sleep = func(_ context.Context, d time.Duration) error { clk.t = clk.t.Add(d); waited += d; return nil }
+	if err := restarted.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if waited < restarted.cfg.Duration {
+		t.Fatalf("Register took the worker over after %s, before the lease duration", waited)
+	}
 	restarted.Offer(keys)
 	cs[0] = restarted
 	if count = round(t, cs[:1], keys); count["a"] != 6 {
 		t.Fatalf("restarted a holds %d, want its 6 back at once", count["a"])
+	}
+	// The earlier process was only paused: on its next round it finds its id taken, holds
+	// nothing, and says so on Fatal.
+	if err := zombie.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-zombie.Fatal():
+		if !errors.Is(err, ErrDuplicateReplica) {
+			t.Fatalf("Fatal = %v", err)
+		}
+	default:
+		t.Fatal("a process whose replica id was taken over reports nothing")
+	}
+	for _, k := range keys {
+		if zombie.Held(k) {
+			t.Fatalf("the paused process still holds %s", k)
+		}
+	}
+
+	// A second process started with a's id while a runs is refused.
+	dup := New(cs[0].api, cs[0].cfg, slog.New(slog.DiscardHandler))
+	dup.now = clk.now
+	dup.sleep = func(ctx context.Context, d time.Duration) error {
+		clk.t = clk.t.Add(d)
+		return restarted.Round(ctx) // a keeps heartbeating
+	}
+	if err := dup.Register(ctx); !errors.Is(err, ErrDuplicateReplica) || !strings.Contains(err.Error(), `replica_id "a" is in use`) {
+		t.Fatalf("Register of a second process with a live id = %v", err)
 	}
 
 	// A finished shard's lease is not taken again.
@@ -139,5 +181,79 @@ func TestLeasesBalanceTakeOverAndHandOver(t *testing.T) {
 	count = round(t, live[:1], keys)
 	if count["a"] != 5 || cs[0].Held(keys[0]) {
 		t.Fatalf("after finishing one, a holds %d (finished held: %v)", count["a"], cs[0].Held(keys[0]))
+	}
+}
+
+// failing makes a replica lose DynamoDB: while down, every call fails.
+type failing struct {
+	API
+	down bool
+}
+
+func (f *failing) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	if f.down {
+		return nil, errors.New("connection refused")
+	}
+	return f.API.UpdateItem(ctx, in, opts...)
+}
+
+func (f *failing) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	if f.down {
+		return nil, errors.New("connection refused")
+	}
+	return f.API.Scan(ctx, in, opts...)
+}
+
+// TestFailingRenewalsGiveLeasesUp: a replica that cannot renew stops using its leases (Held is
+// false) before the lease duration has passed since its last renewal, which is the earliest any
+// other replica can take them; once the others take them over, it does not take them back.
+func TestFailingRenewalsGiveLeasesUp(t *testing.T) {
+	cs, clk, keys := coordinators(t, "a", "b")
+	var count map[string]int
+	for r := 0; r < 20 && !balanced(count, 3, 3); r++ {
+		count = round(t, cs, keys)
+		clk.t = clk.t.Add(time.Second)
+	}
+	f := &failing{API: cs[0].api}
+	cs[0].api = f
+	f.down = true
+	lastRenewal := clk.t
+	ctx := stacktest.Context(t, time.Minute)
+	for clk.t.Sub(lastRenewal) < cs[0].cfg.Duration {
+		_ = cs[0].Round(ctx)
+		if err := cs[1].Round(ctx); err != nil {
+			t.Fatal(err)
+		}
+		held := 0
+		for _, k := range keys {
+			if cs[0].Held(k) {
+				held++
+				if cs[1].Held(k) {
+					t.Fatalf("at %s both replicas hold %s", clk.t.Sub(lastRenewal), k)
+				}
+			}
+		}
+		if held > 0 && clk.t.Sub(lastRenewal) >= cs[0].cfg.Duration*2/3 {
+			t.Fatalf("a still uses %d leases %s after its last renewal", held, clk.t.Sub(lastRenewal))
+		}
+		clk.t = clk.t.Add(time.Second)
+	}
+	for r := 0; r < 10 && count["b"] != 6; r++ {
+		_ = cs[0].Round(ctx)
+		count = round(t, cs[1:], keys)
+		clk.t = clk.t.Add(time.Second)
+	}
+	if count["b"] != 6 {
+		t.Fatalf("b holds %v after a lost DynamoDB, want all 6", count)
+	}
+	f.down = false
+	for r := 0; r < 5; r++ {
+		count = round(t, cs, keys)
+		clk.t = clk.t.Add(time.Second)
+	}
+	// Back, a balances again by the rules (a steal of at most one per round), never by taking
+	// leases b renews.
+	if count["a"]+count["b"] != 6 {
+		t.Fatalf("after a is back: %v", count)
 	}
 }
