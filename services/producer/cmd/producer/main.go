@@ -49,6 +49,7 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		TopicPrefix: s.TopicPrefix, Partitions: s.Topics.Partitions, Replication: s.Topics.ReplicationFactor,
 		CheckpointTopic: s.Topics.Checkpoints, DeadLetterTopic: s.Topics.DeadLetters, ReplicaID: s.ReplicaID,
 		Rescan: s.RescanInterval, MaxMessageBytes: s.Topics.MaxMessageBytes, CheckpointPartitions: s.Topics.CheckpointPartitions, StallTimeout: s.StallTimeout,
+		DescribeRate: s.Discovery.DescribeStreamRate, FullListing: s.Discovery.FullListingInterval,
 		Poll:  streams.Polling{MinInterval: s.Polling.MinInterval, MaxIdle: s.Polling.MaxIdle},
 		Kafka: kopts,
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,8 +111,12 @@ type Config struct {
 	// creates it (an existing topic keeps its own).
 	CheckpointPartitions int32
 	StallTimeout         time.Duration // a shard without progress this long fails readiness
-	Tables               []Table
-	Kafka                []kgo.Opt // base client options (brokers, TLS, SASL)
+	// DescribeRate bounds this replica's DescribeStream calls per second; FullListing is how often
+	// a stream's shards are listed in full (in between, only children of finished shards).
+	DescribeRate float64
+	FullListing  time.Duration
+	Tables       []Table
+	Kafka        []kgo.Opt // base client options (brokers, TLS, SASL)
 }
 
 // Capture is the producer's main loop.
@@ -126,6 +131,8 @@ type Capture struct {
 	stalls  *stalls
 	limits  *messageLimits
 	kafka   []kgo.Opt // cfg.Kafka with per-topic batch limits
+
+	discovery *streams.Discovery
 }
 
 // New returns a capture; Run starts it. It runs the lease coordinator too.
@@ -139,8 +146,35 @@ func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leas
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = 2 * time.Minute
 	}
-	return &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m,
-		stalls: newStalls(cfg.StallTimeout, m.shardStalled, log)}
+	if cfg.DescribeRate == 0 {
+		cfg.DescribeRate = 5
+	}
+	if cfg.FullListing == 0 {
+		cfg.FullListing = 10 * time.Minute
+	}
+	c := &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m,
+		stalls: newStalls(cfg.StallTimeout, m.shardStalled, log), discovery: streams.NewDiscovery(api, cfg.DescribeRate, cfg.FullListing)}
+	c.discovery.Calls = func() { m.describeCalls.Inc() }
+	c.discovery.Throttled = func() { m.describeThrottles.Inc() }
+	leases.SetAccept(c.accepts)
+	return c
+}
+
+// accepts reports whether a lease belongs to a table this producer captures: a shard of one of
+// its streams, its lister lease or one of its snapshot's leases. Others (a table removed from the
+// configuration) are left alone.
+func (c *Capture) accepts(key string) bool {
+	arn, _, ok := lease.Split(key)
+	if !ok {
+		return false
+	}
+	for _, t := range c.cfg.Tables {
+		tc := tableCapture{t: t}
+		if tc.ownsStream(arn) || key == tc.listerKey() || strings.HasPrefix(arn, snapshotStream(t.Name, "")) {
+			return true
+		}
+	}
+	return false
 }
 
 // Ready is the readiness check of the shards: it fails while any shard has been unable to publish
@@ -260,10 +294,11 @@ type tableCapture struct {
 	dlq   *serde.DeadLetterEncoder
 	topic string
 
-	origin time.Time // start_position latest: records stamped before it are not published
-	known  []string  // the table's streams not known to be drained, oldest first
-	latest string    // the table's latest stream when last looked up
-	listed bool      // ListStreams has been called
+	schema changes.Table // key schema and view type, for every stream of the table
+	origin time.Time     // start_position latest: records stamped before it are not published
+	known  []string      // the table's streams not known to be drained, oldest first
+	latest string        // the table's latest stream when last looked up
+	listed bool          // ListStreams has been called
 
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
@@ -304,7 +339,14 @@ func (tc *tableCapture) run(ctx context.Context) {
 			// item's snapshot row precedes its stream changes (see snapshot.go).
 			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 			if tc.snap == nil || tc.snap.done {
-				tc.followStreams(ctx, running, finished, done, &wg, log)
+				// One replica, the holder of the table's lister lease, lists its streams and
+				// shards and creates the leases of the readable ones; every replica reads the
+				// shards whose lease it holds.
+				tc.c.leases.Offer([]string{tc.listerKey()})
+				if tc.c.leases.Held(tc.listerKey()) {
+					tc.followStreams(ctx, finished, log)
+				}
+				tc.startHeld(ctx, running, done, &wg, log)
 			}
 			// Stop readers whose lease another replica took.
 			for key, r := range running {
@@ -343,7 +385,7 @@ func (tc *tableCapture) run(ctx context.Context) {
 // every change of the old one. (Reading both at once, a delete on the new stream could overtake an
 // update on the old one, and a mirror would resurrect the item.) A stream read to its end is
 // recorded as drained in the checkpoint topic, so the order holds across restarts and replicas.
-func (tc *tableCapture) followStreams(ctx context.Context, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) {
+func (tc *tableCapture) followStreams(ctx context.Context, finished map[string]bool, log *slog.Logger) {
 	arns, current, err := tc.tableStreams(ctx, log)
 	if err != nil {
 		log.Warn("looking up the table's streams; retrying", "error", err)
@@ -356,7 +398,7 @@ func (tc *tableCapture) followStreams(ctx context.Context, running map[string]sh
 			tc.known = slices.DeleteFunc(tc.known, func(a string) bool { return a == arn })
 			continue
 		}
-		more, gone, err := tc.scan(ctx, arn, isCurrent, olderDrained, running, finished, done, wg, log)
+		more, gone, err := tc.scan(ctx, arn, isCurrent, olderDrained, finished, log)
 		switch {
 		case err != nil:
 			log.Warn("listing shards; retrying", "stream", arn, "error", err)
@@ -454,6 +496,9 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	if _, err := tc.c.limits.limit(ctx, tc.topic); err != nil {
 		return err
 	}
+	if err := tc.describeSchema(ctx); err != nil {
+		return err
+	}
 	enc, err := serde.NewTableEncoder(ctx, tc.c.reg, tc.topic, tc.t.Name, tc.t.Encoding)
 	if err != nil {
 		return err
@@ -472,11 +517,19 @@ func (tc *tableCapture) prepare(ctx context.Context) error {
 	return nil
 }
 
-// scan lists one stream's shards and starts readers for the readable shards whose lease is held.
-// It reports whether the stream still needs following: it is the current one, or it has shards
-// not read to their end.
-func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayStart bool, running map[string]shardRun, finished map[string]bool, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) (more, gone bool, err error) {
-	d, err := streams.Describe(ctx, tc.c.api, arn)
+// scan lists one stream's shards (in full now and then, otherwise only the children of shards
+// finished since: streams.Discovery) and offers the leases of the readable ones, unless an older
+// stream of the table is still being read (mayOffer false). It reports whether the stream still
+// needs following (it is the current one, or has shards not read to their end) and whether it is
+// gone.
+func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayOffer bool, finished map[string]bool, log *slog.Logger) (more, gone bool, err error) {
+	isFinished := func(id string) bool {
+		if cp, ok := tc.cps.Get(arn, id); ok && cp.End {
+			finished[lease.Key(arn, id)] = true
+		}
+		return finished[lease.Key(arn, id)]
+	}
+	d, full, err := tc.c.discovery.Shards(ctx, arn, isFinished)
 	if errors.Is(err, streams.ErrStreamGone) {
 		log.Warn("stream is gone", "stream", arn)
 		tc.forgetAgedOut(ctx, arn, nil, finished, log)
@@ -485,17 +538,14 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayStart 
 	if err != nil {
 		return true, false, err
 	}
+	byID := make(map[string]bool, len(d.Shards))
 	listed := make(map[string]bool, len(d.Shards))
 	for _, s := range d.Shards {
 		listed[s.ID] = true
-		if cp, ok := tc.cps.Get(d.ARN, s.ID); ok && cp.End {
-			finished[lease.Key(d.ARN, s.ID)] = true
-		}
+		byID[s.ID] = isFinished(s.ID)
 	}
-	tc.forgetAgedOut(ctx, d.ARN, listed, finished, log)
-	byID := map[string]bool{}
-	for _, s := range d.Shards {
-		byID[s.ID] = finished[lease.Key(d.ARN, s.ID)]
+	if full {
+		tc.forgetAgedOut(ctx, d.ARN, listed, finished, log)
 	}
 	if err := checkViewType(tc.t.Name, d.ARN, d.ViewType); err != nil {
 		// A stream enabled again with another view type: the table stops here, not ready.
@@ -503,25 +553,74 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayStart 
 		return true, false, err
 	}
 	tc.c.stalls.forget(tc.t.Name, "stream")
-	table := changes.Table{Name: tc.t.Name, StreamARN: d.ARN, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
 	readable := streams.Readable(d.Shards, byID)
+	if !mayOffer {
+		return true, false, nil // an older stream of the table is not read to its end yet
+	}
 	keys := make([]string, len(readable))
 	for i, s := range readable {
 		keys[i] = lease.Key(d.ARN, s.ID)
 	}
-	if !mayStart {
-		return true, false, nil // an older stream of the table is not read to its end yet
-	}
 	tc.c.leases.Offer(keys)
-	for _, s := range readable {
-		key := lease.Key(d.ARN, s.ID)
-		if _, ok := running[key]; ok || !tc.c.leases.Held(key) {
+	return current || len(readable) > 0, false, nil
+}
+
+// listerKey is the lease of the replica that lists the table's shards.
+func (tc *tableCapture) listerKey() string { return "lister|" + tc.t.Name }
+
+// ownsStream reports whether a stream ARN is one of this table's streams.
+func (tc *tableCapture) ownsStream(arn string) bool {
+	if tc.t.StreamARN != "" {
+		return arn == tc.t.StreamARN
+	}
+	return strings.Contains(arn, ":table/"+tc.t.Name+"/stream/")
+}
+
+// startHeld starts a reader for every shard of the table whose lease this replica holds.
+func (tc *tableCapture) startHeld(ctx context.Context, running map[string]shardRun, done chan shardDone, wg *sync.WaitGroup, log *slog.Logger) {
+	for _, key := range tc.c.leases.HeldKeys() {
+		arn, shard, ok := lease.Split(key)
+		if !ok || !tc.ownsStream(arn) {
 			continue
 		}
-		shardLog := log.With("shard", s.ID)
-		tc.start(ctx, key, s.ID, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, s.ID, shardLog) })
+		if _, ok := running[key]; ok {
+			continue
+		}
+		table := tc.schema
+		table.StreamARN = arn
+		shardLog := log.With("shard", shard)
+		tc.start(ctx, key, shard, running, done, wg, func(ctx context.Context) (bool, error) { return tc.runShard(ctx, table, shard, shardLog) })
 	}
-	return current || len(readable) > 0, false, nil
+}
+
+// describeSchema reads the table's key schema and stream view type, which every reader of its
+// shards needs: from DescribeTable, or for a pinned stream from the stream itself.
+func (tc *tableCapture) describeSchema(ctx context.Context) error {
+	if tc.t.StreamARN != "" {
+		d, err := tc.c.discovery.Header(ctx, tc.t.StreamARN)
+		if err != nil {
+			return err
+		}
+		tc.schema = changes.Table{Name: tc.t.Name, ViewType: d.ViewType, PartitionKey: d.PartitionKey, SortKey: d.SortKey}
+		return nil
+	}
+	out, err := tc.c.tables.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tc.t.Name)})
+	if err != nil {
+		return fmt.Errorf("describing table %s: %w", tc.t.Name, err)
+	}
+	t := changes.Table{Name: tc.t.Name}
+	for _, k := range out.Table.KeySchema {
+		if k.KeyType == "HASH" {
+			t.PartitionKey = aws.ToString(k.AttributeName)
+		} else {
+			t.SortKey = aws.ToString(k.AttributeName)
+		}
+	}
+	if spec := out.Table.StreamSpecification; spec != nil {
+		t.ViewType = string(spec.StreamViewType)
+	}
+	tc.schema = t
+	return nil
 }
 
 // forgetAgedOut deletes the checkpoints of a stream's finished shards that its complete listing
@@ -607,6 +706,11 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 	r := streams.NewReader(tc.c.api, table.StreamARN, shard, cp.After, cfg.Poll, events, log)
 	for {
 		page, err := r.Next(ctx)
+		if errors.Is(err, streams.ErrShardGone) {
+			// Aged out of the stream, or the stream was deleted: nothing more can be read.
+			log.Warn("shard is gone from its stream; finishing its lease", "after", r.After(), "error", err)
+			return true, nil
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, nil

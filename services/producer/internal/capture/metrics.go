@@ -18,6 +18,8 @@ type Metrics struct {
 	streamGaps   *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
 
+	describeCalls, describeThrottles prometheus.Counter
+
 	snapshotRows      *prometheus.CounterVec
 	snapshotUnits     *prometheus.CounterVec
 	snapshotRemaining *prometheus.GaugeVec
@@ -52,6 +54,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Times a table's stream was disabled: changes made until it was enabled again are not captured by DynamoDB (data loss)."}, []string{"table"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_skipped_total",
 			Help: "Stream records older than the table's start position (start_position latest), read and not published."}, []string{"table"}),
+		describeCalls: prometheus.NewCounter(prometheus.CounterOpts{Name: "ddb2delta_producer_describe_stream_calls_total",
+			Help: "DescribeStream calls this replica made (only the replica listing a table's shards makes them)."}),
+		describeThrottles: prometheus.NewCounter(prometheus.CounterOpts{Name: "ddb2delta_producer_describe_stream_throttles_total",
+			Help: "DescribeStream calls answered LimitExceeded (retried)."}),
 		snapshotRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_snapshot_rows_total",
 			Help: "Items read by a snapshot scan and published (committed) as op=r events."}, []string{"table"}),
 		snapshotUnits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_producer_snapshot_read_units_total",
@@ -59,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_snapshot_segments_remaining",
 			Help: "Snapshot segments not finished yet (0 once the snapshot is complete)."}, []string{"table"}),
 	}
-	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge, m.shardStalled, m.streamGaps, m.skipped,
+	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge, m.shardStalled, m.streamGaps, m.skipped, m.describeCalls, m.describeThrottles,
 		m.snapshotRows, m.snapshotUnits, m.snapshotRemaining)
 	return m
 }

@@ -34,6 +34,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,6 +97,31 @@ type Coordinator struct {
 	seen    map[string]*observed // every lease and worker item, as last scanned
 	counter int64                // our worker heartbeat
 	stolen  bool                 // the worker item was taken by another process: hold nothing
+	accept  func(key string) bool
+}
+
+// SetAccept restricts the leases this replica takes to those accept approves (the leases of the
+// tables it captures); by default it takes any. Leases are created by whoever offers them (the
+// replica listing a table's shards) and taken by any replica: a replica need not list a stream to
+// read its shards.
+func (c *Coordinator) SetAccept(accept func(key string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.accept = accept
+}
+
+// HeldKeys returns the keys of the leases this replica holds and may use, sorted.
+func (c *Coordinator) HeldKeys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for k := range c.held {
+		if c.fresh(k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // New returns a coordinator.
@@ -209,6 +235,15 @@ func (c *Coordinator) Delete(ctx context.Context, key string) error {
 
 // Key is the lease key of a shard.
 func Key(streamARN, shard string) string { return streamARN + "|" + shard }
+
+// Split returns the stream ARN and shard of a lease key.
+func Split(key string) (streamARN, shard string, ok bool) {
+	i := strings.LastIndexByte(key, '|')
+	if i < 0 {
+		return "", "", false
+	}
+	return key[:i], key[i+1:], true
+}
 
 // EnsureTable creates the lease table when it does not exist.
 func (c *Coordinator) EnsureTable(ctx context.Context) error {
@@ -494,7 +529,7 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			}
 			continue
 		}
-		if o.finished || !c.offered[k] {
+		if o.finished || (c.accept != nil && !c.accept(k)) {
 			continue
 		}
 		leases = append(leases, k)

@@ -39,6 +39,8 @@ type Settings struct {
 	ReplicaID string `yaml:"replica_id"`
 	// Leases share shards between replicas.
 	Leases Leases `yaml:"leases"`
+	// Discovery paces shard listing.
+	Discovery Discovery `yaml:"discovery"`
 	// StallTimeout is how long a shard may hold records it cannot publish before /readyz fails and
 	// the shard is logged at ERROR. Default: 2m.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
@@ -118,6 +120,16 @@ type Leases struct {
 	Duration time.Duration `yaml:"duration"`
 }
 
+// Discovery paces how the replica that lists a table's shards calls DescribeStream.
+type Discovery struct {
+	// DescribeStreamRate bounds this replica's DescribeStream calls per second (AWS allows about
+	// 10 per second for the whole account). Default: 5.
+	DescribeStreamRate float64 `yaml:"describe_stream_rate"`
+	// FullListingInterval is how often a stream's shards are listed in full; in between only the
+	// children of finished shards are asked for. Default: 10m.
+	FullListingInterval time.Duration `yaml:"full_listing_interval"`
+}
+
 // Polling paces GetRecords calls on one shard.
 type Polling struct {
 	// MinInterval separates two calls on one shard (Streams allows about 5/s). Default: 200ms.
@@ -139,6 +151,7 @@ func Defaults() *Settings {
 		Polling:        Polling{MinInterval: 200 * time.Millisecond, MaxIdle: time.Second},
 		RescanInterval: 5 * time.Second,
 		Leases:         Leases{Duration: 10 * time.Second},
+		Discovery:      Discovery{DescribeStreamRate: 5, FullListingInterval: 10 * time.Minute},
 	}
 }
 
@@ -202,6 +215,12 @@ func (s *Settings) Validate() error {
 	}
 	if s.StallTimeout < time.Second {
 		p.Add("stall_timeout", "must be at least 1s, got %s", s.StallTimeout)
+	}
+	if s.Discovery.DescribeStreamRate <= 0 || s.Discovery.DescribeStreamRate > 10 {
+		p.Add("discovery.describe_stream_rate", "must be in (0, 10] (AWS's account-wide limit is about 10/s), got %g", s.Discovery.DescribeStreamRate)
+	}
+	if s.Discovery.FullListingInterval < time.Second {
+		p.Add("discovery.full_listing_interval", "must be at least 1s, got %s", s.Discovery.FullListingInterval)
 	}
 	if s.RescanInterval <= 0 {
 		p.Add("rescan_interval", "must be positive, got %s", s.RescanInterval)

@@ -50,40 +50,31 @@ var ErrStreamGone = errors.New("stream no longer exists")
 
 // Describe returns the stream's description with every shard, following DescribeStream's pages.
 func Describe(ctx context.Context, api API, arn string) (*Description, error) {
+	return describe(ctx, arn, func(ctx context.Context, in *dynamodbstreams.DescribeStreamInput) (*dynamodbstreams.DescribeStreamOutput, error) {
+		return api.DescribeStream(ctx, in)
+	})
+}
+
+type describePage func(ctx context.Context, in *dynamodbstreams.DescribeStreamInput) (*dynamodbstreams.DescribeStreamOutput, error)
+
+// describe lists a stream's shards page by page through page (plain, or paced and retried).
+func describe(ctx context.Context, arn string, page describePage) (*Description, error) {
 	d := &Description{ARN: arn}
 	var start *string
 	for {
-		out, err := api.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: aws.String(arn), ExclusiveStartShardId: start})
+		out, err := page(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: aws.String(arn), ExclusiveStartShardId: start})
 		if err != nil {
-			var nf *types.ResourceNotFoundException
-			if errors.As(err, &nf) {
-				return nil, fmt.Errorf("describing stream %s: %w", arn, ErrStreamGone)
-			}
-			return nil, fmt.Errorf("describing stream %s: %w", arn, err)
+			return nil, describeErr(arn, err)
 		}
 		sd := out.StreamDescription
 		if sd == nil {
 			return nil, fmt.Errorf("describing stream %s: empty description", arn)
 		}
 		if start == nil {
-			d.Table = aws.ToString(sd.TableName)
-			d.ViewType = string(sd.StreamViewType)
-			d.Status = string(sd.StreamStatus)
-			for _, k := range sd.KeySchema {
-				if k.KeyType == types.KeyTypeHash {
-					d.PartitionKey = aws.ToString(k.AttributeName)
-				} else {
-					d.SortKey = aws.ToString(k.AttributeName)
-				}
-			}
+			d.setHeader(sd)
 		}
 		for _, s := range sd.Shards {
-			sh := Shard{ID: aws.ToString(s.ShardId), Parent: aws.ToString(s.ParentShardId)}
-			if r := s.SequenceNumberRange; r != nil {
-				sh.Closed = r.EndingSequenceNumber != nil
-				sh.Start = aws.ToString(r.StartingSequenceNumber)
-			}
-			d.Shards = append(d.Shards, sh)
+			d.Shards = append(d.Shards, shardOf(s))
 		}
 		if sd.LastEvaluatedShardId == nil {
 			break
@@ -94,6 +85,36 @@ func Describe(ctx context.Context, api API, arn string) (*Description, error) {
 		return nil, fmt.Errorf("describing stream %s: no key schema", arn)
 	}
 	return d, nil
+}
+
+func describeErr(arn string, err error) error {
+	var nf *types.ResourceNotFoundException
+	if errors.As(err, &nf) {
+		return fmt.Errorf("describing stream %s: %w", arn, ErrStreamGone)
+	}
+	return fmt.Errorf("describing stream %s: %w", arn, err)
+}
+
+func (d *Description) setHeader(sd *types.StreamDescription) {
+	d.Table = aws.ToString(sd.TableName)
+	d.ViewType = string(sd.StreamViewType)
+	d.Status = string(sd.StreamStatus)
+	for _, k := range sd.KeySchema {
+		if k.KeyType == types.KeyTypeHash {
+			d.PartitionKey = aws.ToString(k.AttributeName)
+		} else {
+			d.SortKey = aws.ToString(k.AttributeName)
+		}
+	}
+}
+
+func shardOf(s types.Shard) Shard {
+	sh := Shard{ID: aws.ToString(s.ShardId), Parent: aws.ToString(s.ParentShardId)}
+	if r := s.SequenceNumberRange; r != nil {
+		sh.Closed = r.EndingSequenceNumber != nil
+		sh.Start = aws.ToString(r.StartingSequenceNumber)
+	}
+	return sh
 }
 
 // Readable returns the shards that may be read now, in a stable order: every shard not finished
