@@ -331,6 +331,8 @@ func (tc *tableCapture) run(ctx context.Context) {
 	defer wg.Wait()
 	tick := time.NewTicker(tc.c.cfg.Rescan)
 	defer tick.Stop()
+	acquired := tc.c.leases.Subscribe()
+	listing := false
 	for {
 		if err := tc.prepare(ctx); err != nil {
 			log.Error("preparing table; retrying", "error", err)
@@ -340,11 +342,13 @@ func (tc *tableCapture) run(ctx context.Context) {
 			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 			if tc.snap == nil || tc.snap.done {
 				// One replica, the holder of the table's lister lease, lists its streams and
-				// shards and creates the leases of the readable ones; every replica reads the
+				// shards and creates the leases of the readable ones (in a loop of its own: its
+				// paced DescribeStream calls must not delay readers); every replica reads the
 				// shards whose lease it holds.
-				tc.c.leases.Offer([]string{tc.listerKey()})
-				if tc.c.leases.Held(tc.listerKey()) {
-					tc.followStreams(ctx, finished, log)
+				if !listing {
+					listing = true
+					wg.Add(1)
+					go func() { defer wg.Done(); tc.listLoop(ctx, log) }()
 				}
 				tc.startHeld(ctx, running, done, &wg, log)
 			}
@@ -362,6 +366,7 @@ func (tc *tableCapture) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-acquired:
 		case d := <-done:
 			if r, ok := running[d.key]; ok && r.run == d.run {
 				r.cancel()
@@ -375,6 +380,25 @@ func (tc *tableCapture) run(ctx context.Context) {
 					log.Warn("finishing the shard's lease", "lease", d.key, "error", err)
 				}
 			}
+		}
+	}
+}
+
+// listLoop lists the table's streams and shards every rescan while this replica holds the table's
+// lister lease.
+func (tc *tableCapture) listLoop(ctx context.Context, log *slog.Logger) {
+	finished := map[string]bool{} // lease keys of shards read to their end, as the checkpoints say
+	tick := time.NewTicker(tc.c.cfg.Rescan)
+	defer tick.Stop()
+	for {
+		tc.c.leases.Offer([]string{tc.listerKey()})
+		if tc.c.leases.Held(tc.listerKey()) {
+			tc.followStreams(ctx, finished, log)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }
@@ -704,7 +728,14 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		},
 	}
 	r := streams.NewReader(tc.c.api, table.StreamARN, shard, cp.After, cfg.Poll, events, log)
+	key := lease.Key(table.StreamARN, shard)
 	for {
+		if !tc.c.leases.Held(key) {
+			// Taken by another replica, or not renewed in time: stop reading at once (Streams
+			// allows two readers per shard, and the next owner is one).
+			log.Info("lease no longer held; stopping", "after", r.After())
+			return false, nil
+		}
 		page, err := r.Next(ctx)
 		if errors.Is(err, streams.ErrShardGone) {
 			// Aged out of the stream, or the stream was deleted: nothing more can be read.
@@ -720,7 +751,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		if len(page.Records) == 0 && !page.End {
 			continue
 		}
-		if !tc.c.leases.Held(lease.Key(table.StreamARN, shard)) {
+		if !tc.c.leases.Held(key) {
 			log.Info("lease no longer held; stopping before publishing", "after", r.After())
 			return false, nil
 		}

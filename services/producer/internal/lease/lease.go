@@ -94,10 +94,22 @@ type Coordinator struct {
 	offered map[string]bool      // lease keys of readable shards, from the capture
 	held    map[string]int64     // lease key → our counter
 	renewed map[string]time.Time // lease key → local time of its last successful renewal (or take)
+	usable  map[string]time.Time // lease key → when a lease taken from a live replica may be used
 	seen    map[string]*observed // every lease and worker item, as last scanned
 	counter int64                // our worker heartbeat
 	stolen  bool                 // the worker item was taken by another process: hold nothing
 	accept  func(key string) bool
+	subs    []chan struct{} // told when a lease is taken
+}
+
+// Subscribe returns a channel that receives (without blocking the coordinator; signals merge)
+// whenever this replica takes a lease, so that its reader starts at once.
+func (c *Coordinator) Subscribe() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	c.subs = append(c.subs, ch)
+	return ch
 }
 
 // SetAccept restricts the leases this replica takes to those accept approves (the leases of the
@@ -132,7 +144,7 @@ func New(api API, cfg Config, log *slog.Logger) *Coordinator {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, kick: make(chan struct{}, 1), fatal: make(chan error, 1),
-		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, renewed: map[string]time.Time{},
+		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, renewed: map[string]time.Time{}, usable: map[string]time.Time{},
 		seen: map[string]*observed{}}
 }
 
@@ -290,7 +302,8 @@ func (c *Coordinator) Held(key string) bool {
 // the lease duration, so that this replica stops using it before any other replica can see it
 // expire (others wait the whole duration after they last saw its counter move). The caller holds mu.
 func (c *Coordinator) fresh(key string) bool {
-	return c.now().Sub(c.renewed[key]) < c.cfg.Duration*2/3
+	now := c.now()
+	return now.Sub(c.renewed[key]) < c.cfg.Duration*2/3 && !now.Before(c.usable[key])
 }
 
 // Finish marks a shard's lease finished (its shard was read to the end) and releases it.
@@ -305,6 +318,7 @@ func (c *Coordinator) Finish(ctx context.Context, key string) error {
 	c.mu.Lock()
 	delete(c.held, key)
 	delete(c.renewed, key)
+	delete(c.usable, key)
 	delete(c.offered, key)
 	c.mu.Unlock()
 	if err != nil {
@@ -433,12 +447,14 @@ func (c *Coordinator) renewOne(ctx context.Context, k string) {
 		c.log.Info("lease lost to another replica", "lease", k)
 		delete(c.held, k)
 		delete(c.renewed, k)
+		delete(c.usable, k)
 	case err != nil && !c.fresh(k):
 		// Renewals keep failing: stop using the lease before others can see it expire, and let
 		// it go, so that this replica does not claim the shard back from its successor.
 		c.log.Warn("lease renewals failing; giving the lease up so that another replica takes it", "lease", k, "error", err)
 		delete(c.held, k)
 		delete(c.renewed, k)
+		delete(c.usable, k)
 	case err != nil:
 		c.log.Warn("renewing lease", "lease", k, "error", err)
 	default:
@@ -587,6 +603,13 @@ func (c *Coordinator) acquire(ctx context.Context) {
 	}
 	if mine < share && victim != "" {
 		if c.take(ctx, victim, victimObs) {
+			// Its previous owner learns of it at its next renewal (a third of the duration
+			// from now at most): until then both would read the shard (Streams allows two
+			// readers, at five calls a second between them) and the previous owner could
+			// still commit a page. Wait that long before using the lease.
+			c.mu.Lock()
+			c.usable[victim] = c.now().Add(c.cfg.Duration/3 + c.cfg.Duration/10)
+			c.mu.Unlock()
 			c.log.Info("took a lease from an over-loaded replica", "lease", victim, "from", victimObs.owner)
 		}
 	}
@@ -619,6 +642,12 @@ func (c *Coordinator) take(ctx context.Context, key string, o observed) bool {
 	c.mu.Lock()
 	c.held[key] = numAttr(out.Attributes["counter"])
 	c.renewed[key] = start
+	for _, ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 	c.mu.Unlock()
 	c.log.Info("lease taken", "lease", key, "previous_owner", o.owner)
 	return true

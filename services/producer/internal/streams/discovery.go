@@ -92,7 +92,17 @@ func (d *Discovery) Shards(ctx context.Context, arn string, finished func(id str
 	d.mu.Lock()
 	k := d.streams[arn]
 	d.mu.Unlock()
-	if k == nil || d.now().Sub(k.full) >= d.fullEvery {
+	var pending []string // finished shards whose children are not known yet
+	if k != nil && k.desc.Status != string(types.StreamStatusDisabled) {
+		for _, id := range slices.Sorted(maps.Keys(k.shards)) {
+			if !k.children[id] && finished(id) {
+				pending = append(pending, id)
+			}
+		}
+	}
+	// One call per finished shard, or a full listing (a page per 100 shards): whichever is fewer.
+	pages := (len(k.shardsOrNil()) + 99) / 100
+	if k == nil || d.now().Sub(k.full) >= d.fullEvery || len(pending) > pages {
 		listed, err := d.Describe(ctx, arn)
 		if err != nil {
 			if errors.Is(err, ErrStreamGone) {
@@ -114,12 +124,9 @@ func (d *Discovery) Shards(ctx context.Context, arn string, finished func(id str
 		d.streams[arn] = k
 		d.mu.Unlock()
 		full = true
-	} else if k.desc.Status != string(types.StreamStatusDisabled) {
+	} else {
 		// A closed shard's children appear with its closing; a disabled stream gets none.
-		for _, id := range slices.Sorted(maps.Keys(k.shards)) {
-			if k.children[id] || !finished(id) {
-				continue
-			}
+		for _, id := range pending {
 			children, err := d.children(ctx, arn, id)
 			if err != nil {
 				return nil, false, err
@@ -136,6 +143,13 @@ func (d *Discovery) Shards(ctx context.Context, arn string, finished func(id str
 	out.Shards = slices.Collect(maps.Values(k.shards))
 	slices.SortFunc(out.Shards, func(a, b Shard) int { return compareIDs(a.ID, b.ID) })
 	return &out, full, nil
+}
+
+func (k *known) shardsOrNil() map[string]Shard {
+	if k == nil {
+		return nil
+	}
+	return k.shards
 }
 
 func compareIDs(a, b string) int {

@@ -1,0 +1,467 @@
+//go:build integration
+
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/benchutil"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
+	"github.com/ddb2delta/ddb2delta/services/platform/serde"
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
+	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams/streamsfake"
+)
+
+// The scale simulation runs several producer replicas (in this process) against the in-process
+// Streams fake with AWS's limits enforced (DescribeStream 10 calls/s for the account, GetRecords
+// 5 calls/s and 2 readers per shard, ListStreams 5/s) and a lease table in DynamoDB Local. Shards
+// close and split on a compressed schedule (a shard's ~4 hours in seconds), one replica is killed
+// (its DynamoDB calls fail and it stops without releasing anything) and one is added while
+// records are written. It checks that every record is published once, that no call was
+// throttled, and measures how long any readable shard went unread.
+
+type scaleConfig struct {
+	shards, replicas int
+	lifetime         time.Duration // a shard's life before it closes (AWS: about 4 hours)
+	rate             float64       // records written per second, spread over the shards
+	run              time.Duration // how long records are written
+	lease            time.Duration // leases.duration
+	rescan           time.Duration
+}
+
+type scaleResult struct {
+	written, published int
+	stats              streamsfake.Stats
+	leaseCalls         int64   // lease-table calls by every replica
+	readUnits          float64 // lease-table capacity consumed
+	writeUnits         float64
+	maxUnread          time.Duration   // longest a readable shard went without a GetRecords call
+	maxUnreadShard     string          // and which
+	childToFirst       []time.Duration // per child shard: creation to its first published record
+	wall, cpu          time.Duration
+	rssBytes           int64 // the process's resident set at the end
+	closed, opened     int   // shards rolled over during the run
+}
+
+// countingLeases counts a replica's lease-table calls and the capacity they consume, and fails
+// every call while down (the replica was killed).
+type countingLeases struct {
+	lease.API
+	calls       *atomic.Int64
+	units       *capacity
+	down        atomic.Bool
+	errDown     error
+	consumedCap types.ReturnConsumedCapacity
+}
+
+type capacity struct {
+	mu          sync.Mutex
+	read, write float64
+}
+
+func (c *capacity) add(read, write float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read += read
+	c.write += write
+}
+
+func consumed(cc *types.ConsumedCapacity) (read, write float64) {
+	if cc == nil {
+		return 0, 0
+	}
+	return aws.ToFloat64(cc.ReadCapacityUnits), aws.ToFloat64(cc.WriteCapacityUnits)
+}
+
+// units returns the capacity of a call: DynamoDB Local reports only CapacityUnits, so reads and
+// writes are told apart by the operation.
+func units(cc *types.ConsumedCapacity, write bool) (float64, float64) {
+	if cc == nil {
+		return 0, 0
+	}
+	r, w := consumed(cc)
+	if r == 0 && w == 0 {
+		if write {
+			return 0, aws.ToFloat64(cc.CapacityUnits)
+		}
+		return aws.ToFloat64(cc.CapacityUnits), 0
+	}
+	return r, w
+}
+
+func (c *countingLeases) enter() error {
+	c.calls.Add(1)
+	if c.down.Load() {
+		return errors.New("connection refused (replica killed)")
+	}
+	return nil
+}
+
+func (c *countingLeases) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	in.ReturnConsumedCapacity = types.ReturnConsumedCapacityTotal
+	out, err := c.API.Scan(ctx, in, opts...)
+	if err == nil {
+		c.units.add(units(out.ConsumedCapacity, false))
+	}
+	return out, err
+}
+
+func (c *countingLeases) GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	in.ReturnConsumedCapacity = types.ReturnConsumedCapacityTotal
+	out, err := c.API.GetItem(ctx, in, opts...)
+	if err == nil {
+		c.units.add(units(out.ConsumedCapacity, false))
+	}
+	return out, err
+}
+
+func (c *countingLeases) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	in.ReturnConsumedCapacity = types.ReturnConsumedCapacityTotal
+	out, err := c.API.PutItem(ctx, in, opts...)
+	if err == nil {
+		c.units.add(units(out.ConsumedCapacity, true))
+	} else {
+		c.units.add(0, 1) // a failed condition consumes a write unit too
+	}
+	return out, err
+}
+
+func (c *countingLeases) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	in.ReturnConsumedCapacity = types.ReturnConsumedCapacityTotal
+	out, err := c.API.UpdateItem(ctx, in, opts...)
+	if err == nil {
+		c.units.add(units(out.ConsumedCapacity, true))
+	} else {
+		c.units.add(0, 1)
+	}
+	return out, err
+}
+
+func (c *countingLeases) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	in.ReturnConsumedCapacity = types.ReturnConsumedCapacityTotal
+	out, err := c.API.DeleteItem(ctx, in, opts...)
+	if err == nil {
+		c.units.add(units(out.ConsumedCapacity, true))
+	}
+	return out, err
+}
+
+func (c *countingLeases) CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	return c.API.CreateTable(ctx, in, opts...)
+}
+
+// simTable answers DescribeTable for the simulated table (its stream is the fake's).
+type simTable struct {
+	name, arn string
+}
+
+func (s simTable) DescribeTable(_ context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
+	if aws.ToString(in.TableName) != s.name {
+		return nil, &types.ResourceNotFoundException{Message: aws.String("no table " + aws.ToString(in.TableName))}
+	}
+	return &dynamodb.DescribeTableOutput{Table: &types.TableDescription{
+		TableName: aws.String(s.name), LatestStreamArn: aws.String(s.arn),
+		KeySchema:           []types.KeySchemaElement{{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash}},
+		StreamSpecification: &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewAndOldImages},
+	}}, nil
+}
+
+func (s simTable) Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	return nil, errors.New("the simulated table has no snapshot")
+}
+
+// readTracker records, per shard, when it was last read and the longest it went unread while
+// readable: between two GetRecords calls, or from its creation to its first call once its parent
+// was read to its end.
+type readTracker struct {
+	*streamsfake.Account
+	stream *streamsfake.Stream
+	now    func() time.Time
+
+	mu      sync.Mutex
+	last    map[string]time.Time // shard → last GetRecords call
+	ended   map[string]bool      // shard → read to its end
+	worst   time.Duration
+	worstID string
+}
+
+func (r *readTracker) GetRecords(ctx context.Context, in *dynamodbstreams.GetRecordsInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.GetRecordsOutput, error) {
+	out, err := r.Account.GetRecords(ctx, in, opts...)
+	parts := strings.Split(aws.ToString(in.ShardIterator), "|")
+	if len(parts) < 2 {
+		return out, err
+	}
+	shard, now := parts[1], r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev, ok := r.last[shard]; ok {
+		r.note(shard, now.Sub(prev))
+	}
+	r.last[shard] = now
+	if err == nil && out.NextShardIterator == nil {
+		r.ended[shard] = true
+	}
+	return out, err
+}
+
+func (r *readTracker) note(shard string, d time.Duration) {
+	if d > r.worst {
+		r.worst, r.worstID = d, shard
+	}
+}
+
+// finish accounts for the shards still unread or open at the end: a shard readable since t and
+// not read since counts now - t.
+func (r *readTracker) finish(open []string) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range open {
+		if last, ok := r.last[id]; ok && !r.ended[id] {
+			r.note(id, now.Sub(last))
+		}
+	}
+}
+
+// runScale runs the simulation and returns its measurements.
+func runScale(t testing.TB, sc scaleConfig) scaleResult {
+	f := newFixture(t)
+	ctx := stacktest.Context(t, sc.run+5*time.Minute)
+	acct := streamsfake.NewAccount(streamsfake.Options{Limits: streamsfake.AWSLimits(), Retention: 3 * sc.lifetime})
+	table := f.table + "_sim"
+	stream := acct.NewStreamWithShards(table, sc.shards, streamsfake.Sim{
+		Lifetime: sc.lifetime, Jitter: sc.lifetime / 4, SplitChance: 0.2, Keys: 50_000, RemoveChance: 0.05, Seed: 7})
+	initial := map[string]bool{}
+	for _, id := range stream.OpenShards() {
+		initial[id] = true
+	}
+	tracker := &readTracker{Account: acct, stream: stream, now: time.Now, last: map[string]time.Time{}, ended: map[string]bool{}}
+	tables := simTable{name: table, arn: stream.ARN}
+
+	leaseTable := f.prefix + "_leases"
+	t.Cleanup(func() {
+		_, _ = f.ddb.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(leaseTable)})
+	})
+	var calls atomic.Int64
+	units := &capacity{}
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("DDB2DELTA_TEST_LOG") != "" {
+		log = testLog(t)
+	}
+	type replica struct {
+		leases *countingLeases
+		cancel context.CancelFunc
+		done   chan error
+	}
+	start := func(i int) *replica {
+		cl := &countingLeases{API: f.ddb, calls: &calls, units: units}
+		id := fmt.Sprintf("r%d", i)
+		co := lease.New(cl, lease.Config{Table: leaseTable, Owner: id, Duration: sc.lease}, log.With("replica", id))
+		cfg := Config{
+			TopicPrefix: f.prefix, Partitions: 6, Replication: 1,
+			CheckpointTopic: f.prefix + ".producer.checkpoints", DeadLetterTopic: f.prefix + ".dlq.producer",
+			ReplicaID: id, Rescan: sc.rescan, DescribeRate: 5, FullListing: 4 * sc.lifetime,
+			Poll:   streams.Polling{MinInterval: 250 * time.Millisecond, MaxIdle: time.Second},
+			Tables: []Table{{Name: table, Encoding: ddbavro.Document}},
+			Kafka:  []kgo.Opt{kgo.SeedBrokers(f.s.KafkaAddr)},
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		r := &replica{leases: cl, cancel: cancel, done: make(chan error, 1)}
+		c := New(cfg, f.reg, tracker, tables, co, NewMetrics(prometheus.NewRegistry()), log.With("replica", id))
+		go func() { r.done <- c.Run(rctx) }()
+		return r
+	}
+
+	cpu0 := benchutil.CPUTime()
+	began := time.Now()
+	var replicas []*replica
+	for i := range sc.replicas {
+		replicas = append(replicas, start(i))
+	}
+	written, closed, opened := 0, 0, 0
+	tick := time.NewTicker(100 * time.Millisecond)
+	killed, added := false, false
+	carry := 0.0
+	last := time.Now()
+	for time.Since(began) < sc.run {
+		<-tick.C
+		now := time.Now()
+		c, o := stream.Roll(now)
+		closed, opened = closed+c, opened+o
+		carry += sc.rate * now.Sub(last).Seconds()
+		last = now
+		if n := int(carry); n > 0 {
+			written += stream.PutRandom(n)
+			carry -= float64(n)
+		}
+		if !killed && time.Since(began) > sc.run/3 {
+			// Killed: its DynamoDB calls fail from now on, and it stops without releasing.
+			replicas[0].leases.down.Store(true)
+			replicas[0].cancel()
+			killed = true
+		}
+		if !added && time.Since(began) > sc.run/2 {
+			replicas = append(replicas, start(sc.replicas))
+			added = true
+		}
+	}
+	tick.Stop()
+
+	res := scaleResult{written: written, closed: closed, opened: opened}
+	res.published, res.childToFirst = consumeScale(t, ctx, f, stream, initial, written)
+	tracker.finish(stream.OpenShards())
+	res.wall, res.cpu = time.Since(began), benchutil.CPUTime()-cpu0
+	res.rssBytes = rss()
+	for _, r := range replicas {
+		r.cancel()
+	}
+	for _, r := range replicas {
+		if err := <-r.done; err != nil {
+			t.Errorf("replica: %v", err)
+		}
+	}
+	res.stats = acct.Stats()
+	res.leaseCalls = calls.Load()
+	res.readUnits, res.writeUnits = units.read, units.write
+	res.maxUnread, res.maxUnreadShard = tracker.worst, tracker.worstID
+	return res
+}
+
+// consumeScale reads the table's topic until every written record is there, failing on a
+// duplicate, and returns how many were read and, per child shard, the time from its creation to
+// its first published record (the Kafka timestamp of the record).
+func consumeScale(t testing.TB, ctx context.Context, f *fixture, stream *streamsfake.Stream, initial map[string]bool, want int) (int, []time.Duration) {
+	t.Helper()
+	topic := f.prefix + ".cdc." + stream.Table
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.s.KafkaAddr), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	dec := serde.NewDecoder(f.reg)
+	seen := make(map[string]bool, want)
+	first := map[string]time.Time{}
+	stacktest.Eventually(t, 4*time.Minute, fmt.Sprintf("%d records published", want), func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		cl.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			ev, _, err := dec.Decode(ctx, r.Value)
+			if err != nil {
+				t.Fatalf("decoding %s[%d]@%d: %v", r.Topic, r.Partition, r.Offset, err)
+			}
+			id := aws.ToString(ev.Source.EventID)
+			if seen[id] {
+				t.Fatalf("record %s published twice (partition %d offset %d)", id, r.Partition, r.Offset)
+			}
+			seen[id] = true
+			shard := aws.ToString(ev.Source.ShardID)
+			if ts, ok := first[shard]; !ok || r.Timestamp.Before(ts) {
+				first[shard] = r.Timestamp
+			}
+		})
+		if len(seen) < want {
+			return fmt.Errorf("%d of %d", len(seen), want)
+		}
+		return nil
+	})
+	var lat []time.Duration
+	for shard, ts := range first {
+		if born, ok := stream.ShardCreated(shard); ok && !initial[shard] {
+			lat = append(lat, max(ts.Sub(born), 0))
+		}
+	}
+	slices.Sort(lat)
+	return len(seen), lat
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return ds[min(len(ds)-1, int(float64(len(ds))*p))]
+}
+
+// rss returns this process's resident set size.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// TestScaleSimulation: 100 shards rolling over every ~20 s (a 4-hour shard life compressed), three
+// replicas, one killed and one added, with AWS's Streams limits enforced: every record published
+// once, no call throttled, no readable shard unread for longer than a lease takeover takes.
+func TestScaleSimulation(t *testing.T) {
+	sc := scaleConfig{shards: 100, replicas: 3, lifetime: 20 * time.Second, rate: 200, run: 60 * time.Second,
+		lease: 3 * time.Second, rescan: time.Second}
+	res := runScale(t, sc)
+	t.Logf("written %d, published %d, shards closed %d opened %d; DescribeStream %d calls (peak %d/s), GetRecords %d, ListStreams %d; lease table %d calls, %.0f RCU %.0f WCU; longest unread %s (%s); child to first record p50 %s p99 %s",
+		res.written, res.published, res.closed, res.opened, res.stats.DescribeStream.Calls, res.stats.DescribeStreamPeak,
+		res.stats.GetRecords.Calls, res.stats.ListStreams.Calls, res.leaseCalls, res.readUnits, res.writeUnits,
+		res.maxUnread, res.maxUnreadShard, percentile(res.childToFirst, 0.5), percentile(res.childToFirst, 0.99))
+	if res.published != res.written {
+		t.Errorf("published %d of %d records", res.published, res.written)
+	}
+	if res.closed == 0 {
+		t.Errorf("no shard rolled over: the simulation did not exercise lineage")
+	}
+	for name, cs := range map[string]streamsfake.CallStats{"DescribeStream": res.stats.DescribeStream, "GetRecords": res.stats.GetRecords,
+		"ListStreams": res.stats.ListStreams, "GetShardIterator": res.stats.GetShardIterator} {
+		if cs.Throttled > 0 {
+			t.Errorf("%s: %d of %d calls throttled", name, cs.Throttled, cs.Calls)
+		}
+	}
+	// A killed replica's shards wait for its leases to expire (the lease duration, as the others
+	// observe it from their scans every third of it), then for the next scan to start a reader.
+	bound := sc.lease + sc.lease/3 + sc.rescan + 2*time.Second
+	if res.maxUnread > bound {
+		t.Errorf("shard %s went unread for %s, longer than a lease takeover (%s)", res.maxUnreadShard, res.maxUnread, bound)
+	}
+}
