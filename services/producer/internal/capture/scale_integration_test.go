@@ -67,11 +67,9 @@ type scaleResult struct {
 // every call while down (the replica was killed).
 type countingLeases struct {
 	lease.API
-	calls       *atomic.Int64
-	units       *capacity
-	down        atomic.Bool
-	errDown     error
-	consumedCap types.ReturnConsumedCapacity
+	calls *atomic.Int64
+	units *capacity
+	down  atomic.Bool
 }
 
 type capacity struct {
