@@ -463,3 +463,42 @@ func TestScaleSimulation(t *testing.T) {
 		t.Errorf("shard %s went unread for %s, longer than a lease takeover (%s)", res.maxUnreadShard, res.maxUnread, bound)
 	}
 }
+
+// BenchmarkScaleSimulation runs the scale simulation at 1,000 shards and 10 replicas (beside the
+// test's 100 shards and 3 replicas as the baseline) and reports, per second of the run: the
+// Streams calls (DescribeStream, GetRecords), the lease-table calls and the capacity they
+// consume, the p99 time from a child shard's creation to its first published record, and the CPU
+// and memory per replica (the replicas run in this process: its CPU time and resident set divided
+// by the number of replicas). Each variant runs once whatever b.N: it takes minutes.
+func BenchmarkScaleSimulation(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		sc   scaleConfig
+	}{
+		{"baseline-100shards-3replicas", scaleConfig{shards: 100, replicas: 3, lifetime: 20 * time.Second, rate: 200, run: time.Minute,
+			lease: 3 * time.Second, rescan: time.Second}},
+		{"1000shards-10replicas", scaleConfig{shards: 1000, replicas: 10, lifetime: 2 * time.Minute, rate: 1000, run: 3 * time.Minute,
+			lease: 10 * time.Second, rescan: time.Second}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			res := runScale(b, v.sc)
+			secs := res.wall.Seconds()
+			replicas := float64(v.sc.replicas) // one killed, one added: as many at any time
+			b.ReportMetric(float64(res.stats.DescribeStream.Calls)/secs, "describe/s")
+			b.ReportMetric(float64(res.stats.GetRecords.Calls)/secs, "getrecords/s")
+			b.ReportMetric(float64(res.stats.DescribeStream.Throttled+res.stats.GetRecords.Throttled+res.stats.ListStreams.Throttled), "throttled")
+			b.ReportMetric(float64(res.leaseCalls)/secs, "lease-calls/s")
+			b.ReportMetric(res.readUnits/secs, "lease-RCU/s")
+			b.ReportMetric(res.writeUnits/secs, "lease-WCU/s")
+			b.ReportMetric(percentile(res.childToFirst, 0.99).Seconds(), "child-first-p99-s")
+			b.ReportMetric(percentile(res.childToFirst, 0.5).Seconds(), "child-first-p50-s")
+			b.ReportMetric(res.maxUnread.Seconds(), "max-unread-s")
+			b.ReportMetric(res.cpu.Seconds()/secs/replicas, "cpu-cores/replica")
+			b.ReportMetric(float64(res.rssBytes)/replicas/(1<<20), "rss-MB/replica")
+			b.ReportMetric(float64(res.published)/secs, "records/s")
+			if res.published != res.written {
+				b.Errorf("published %d of %d", res.published, res.written)
+			}
+		})
+	}
+}
