@@ -4,6 +4,7 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,9 @@ type scaleConfig struct {
 	run              time.Duration // how long records are written
 	lease            time.Duration // leases.duration
 	rescan           time.Duration
+	// partition cuts the first replica from DynamoDB a third of the way, instead of killing it:
+	// it keeps running, and reaching Kafka.
+	partition bool
 }
 
 type scaleResult struct {
@@ -61,6 +65,8 @@ type scaleResult struct {
 	wall, cpu          time.Duration
 	rssBytes           int64 // the process's resident set at the end
 	closed, opened     int   // shards rolled over during the run
+	cutAt              time.Time
+	claimsAfterCut     map[string]int // claims committed after cutAt + 2/3 lease, by owner
 }
 
 // countingLeases counts a replica's lease-table calls and the capacity they consume, and fails
@@ -317,6 +323,7 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	written, closed, opened := 0, 0, 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	killed, added := false, false
+	var cutAt time.Time
 	carry := 0.0
 	last := time.Now()
 	for time.Since(began) < sc.run {
@@ -331,9 +338,13 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 			carry -= float64(n)
 		}
 		if !killed && time.Since(began) > sc.run/3 {
-			// Killed: its DynamoDB calls fail from now on, and it stops without releasing.
+			// Killed: its DynamoDB calls fail from now on, and it stops without releasing. Or
+			// partitioned: its DynamoDB calls fail, and it keeps running.
 			replicas[0].leases.down.Store(true)
-			replicas[0].cancel()
+			cutAt = time.Now()
+			if !sc.partition {
+				replicas[0].cancel()
+			}
 			killed = true
 		}
 		if !added && time.Since(began) > sc.run/2 {
@@ -343,7 +354,7 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	}
 	tick.Stop()
 
-	res := scaleResult{written: written, closed: closed, opened: opened}
+	res := scaleResult{written: written, closed: closed, opened: opened, cutAt: cutAt}
 	res.published, res.childToFirst = consumeScale(t, ctx, f, stream, initial, written)
 	tracker.finish(stream.OpenShards())
 	res.wall, res.cpu = time.Since(began), benchutil.CPUTime()-cpu0
@@ -360,7 +371,46 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	res.leaseCalls = calls.Load()
 	res.readUnits, res.writeUnits = units.read, units.write
 	res.maxUnread, res.maxUnreadShard = tracker.worst, tracker.worstID
+	res.claimsAfterCut = claimsAfter(t, ctx, f, cutAt.Add(sc.lease*2/3+time.Second))
 	return res
+}
+
+// claimsAfter counts, by owner, the shard claims committed to the checkpoint topic after at.
+func claimsAfter(t testing.TB, ctx context.Context, f *fixture, at time.Time) map[string]int {
+	t.Helper()
+	topic := f.prefix + ".producer.checkpoints"
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.s.KafkaAddr), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[string]int{}
+	read := 0
+	// The replicas have stopped: the topic no longer changes. Read until a poll brings nothing.
+	stacktest.Eventually(t, time.Minute, "the checkpoint topic read", func() error {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		n := 0
+		cl.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			n++
+			if !strings.HasPrefix(string(r.Key), "claim/") || r.Timestamp.Before(at) {
+				return
+			}
+			var c struct {
+				Owner string `json:"owner"`
+			}
+			if json.Unmarshal(r.Value, &c) == nil {
+				out[c.Owner]++
+			}
+		})
+		read += n
+		if n > 0 || read == 0 {
+			return fmt.Errorf("%d records read so far", read)
+		}
+		return nil
+	})
+	return out
 }
 
 // consumeScale reads the table's topic until every written record is there, failing on a
@@ -500,5 +550,25 @@ func BenchmarkScaleSimulation(b *testing.B) {
 				b.Errorf("published %d of %d", res.published, res.written)
 			}
 		})
+	}
+}
+
+// TestReplicaWithoutDynamoDBDoesNotFightItsSuccessor: a replica that loses DynamoDB but keeps
+// Kafka stops using its leases before they can expire for the others; its successors take its
+// shards, and it commits no claim afterwards (a claim would fence the successor, which would claim
+// back: the two would fence each other in turns). Every record is still published once.
+func TestReplicaWithoutDynamoDBDoesNotFightItsSuccessor(t *testing.T) {
+	sc := scaleConfig{shards: 20, replicas: 2, lifetime: 20 * time.Second, rate: 100, run: 30 * time.Second,
+		lease: 3 * time.Second, rescan: time.Second, partition: true}
+	res := runScale(t, sc)
+	t.Logf("written %d, published %d; claims after the cut by owner: %v; longest unread %s", res.written, res.published, res.claimsAfterCut, res.maxUnread)
+	if res.published != res.written {
+		t.Errorf("published %d of %d records", res.published, res.written)
+	}
+	if n := res.claimsAfterCut["r0"]; n > 0 {
+		t.Errorf("the replica without DynamoDB claimed %d shards after it should have stopped", n)
+	}
+	if res.claimsAfterCut["r1"]+res.claimsAfterCut["r2"] == 0 {
+		t.Errorf("no successor claimed the cut replica's shards: %v", res.claimsAfterCut)
 	}
 }
