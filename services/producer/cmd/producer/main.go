@@ -55,8 +55,8 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 	}
 	for _, t := range s.Tables {
 		ct := capture.Table{Name: t.Name, StreamARN: t.StreamARN, Encoding: ddbavro.Encoding(t.Encoding), StartLatest: t.StartPosition == "latest"}
-		if sn := t.Snapshot; sn.Enabled {
-			ct.Snapshot = &capture.Snapshot{ID: sn.ID, Segments: sn.Segments, PageSize: sn.PageSize,
+		if sn := t.Snapshot; sn.Enabled || sn.AfterStreamGap {
+			ct.Snapshot = &capture.Snapshot{Initial: sn.Enabled, AfterGap: sn.AfterStreamGap, ID: sn.ID, Segments: sn.Segments, PageSize: sn.PageSize,
 				CapacityShare: sn.CapacityShare, OnDemandCapacity: sn.OnDemandCapacity, Consistent: !sn.EventuallyConsistent}
 		}
 		cfg.Tables = append(cfg.Tables, ct)

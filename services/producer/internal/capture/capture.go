@@ -23,6 +23,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -266,8 +267,8 @@ func (c *Capture) Run(ctx context.Context) error {
 	go func() { leasesDone <- c.leases.Run(leaseCtx) }()
 	defer func() { stopLeases(); <-leasesDone }()
 	for _, t := range c.cfg.Tables {
-		tc := &tableCapture{c: c, t: t, adm: adm, cps: cps, dlq: dlq, topic: c.cfg.TopicPrefix + ".cdc." + t.Name}
-		if t.Snapshot != nil {
+		tc := &tableCapture{c: c, t: t, adm: adm, cps: cps, dlq: dlq, topic: c.cfg.TopicPrefix + ".cdc." + t.Name, snapsDone: map[string]bool{}}
+		if t.Snapshot != nil && t.Snapshot.Initial {
 			tc.snap = &snapshotState{stream: snapshotStream(t.Name, t.Snapshot.ID)}
 		}
 		g.Go(func() error { tc.run(gctx); return nil })
@@ -294,11 +295,12 @@ type tableCapture struct {
 	dlq   *serde.DeadLetterEncoder
 	topic string
 
-	schema changes.Table // key schema and view type, for every stream of the table
-	origin time.Time     // start_position latest: records stamped before it are not published
-	known  []string      // the table's streams not known to be drained, oldest first
-	latest string        // the table's latest stream when last looked up
-	listed bool          // ListStreams has been called
+	schema    changes.Table   // key schema and view type, for every stream of the table
+	snapsDone map[string]bool // snapshots (by pseudo stream) known to be finished
+	origin    time.Time       // start_position latest: records stamped before it are not published
+	known     []string        // the table's streams not known to be drained, oldest first
+	latest    string          // the table's latest stream when last looked up
+	listed    bool            // ListStreams has been called
 
 	encMu sync.Mutex // the encoder evolves the table's schema: one shard at a time
 	enc   *serde.TableEncoder
@@ -339,6 +341,7 @@ func (tc *tableCapture) run(ctx context.Context) {
 		} else {
 			// A table's snapshot runs before its stream is read, so that in every partition an
 			// item's snapshot row precedes its stream changes (see snapshot.go).
+			tc.snap = tc.nextSnapshot()
 			tc.snapshotStep(ctx, running, finished, done, &wg, log)
 			if tc.snap == nil || tc.snap.done {
 				// One replica, the holder of the table's lister lease, lists its streams and
@@ -419,10 +422,21 @@ func (tc *tableCapture) followStreams(ctx context.Context, finished map[string]b
 	for i, arn := range arns {
 		isCurrent := arn == current
 		if !isCurrent && tc.cps.Drained(arn) {
-			tc.known = slices.DeleteFunc(tc.known, func(a string) bool { return a == arn })
 			continue
 		}
-		more, gone, err := tc.scan(ctx, arn, isCurrent, olderDrained, finished, log)
+		mayOffer := olderDrained
+		if mayOffer && i > 0 && tc.t.Snapshot != nil && tc.t.Snapshot.AfterGap {
+			// Every older stream is read to its end: before this one is published, a snapshot
+			// publishes the items' state, which holds the changes no stream captured.
+			g, err := tc.cps.SetGapSnapshot(ctx, publish.GapSnapshot{StreamARN: arn, Table: tc.t.Name, ID: tc.gapSnapshotID(arn)})
+			if err != nil {
+				log.Warn("recording the snapshot after a stream gap; retrying", "stream", arn, "error", err)
+				mayOffer = false
+			} else if !tc.snapshotFinished(snapshotStream(tc.t.Name, g.ID)) {
+				mayOffer = false
+			}
+		}
+		more, gone, err := tc.scan(ctx, arn, isCurrent, mayOffer, finished, log)
 		switch {
 		case err != nil:
 			log.Warn("listing shards; retrying", "stream", arn, "error", err)
@@ -499,14 +513,14 @@ func (tc *tableCapture) markDrained(ctx context.Context, arn, newer string, gone
 		log.Warn("recording that a stream was read to its end; retrying", "stream", arn, "error", err)
 		return
 	}
-	tc.known = slices.DeleteFunc(tc.known, func(a string) bool { return a == arn })
 	if !gap {
 		log.Info("stream read to its end", "stream", arn, "stream_gone", gone)
 		return
 	}
 	tc.c.metrics.streamGaps.WithLabelValues(tc.t.Name).Inc()
 	log.Error("DATA LOSS: the table's stream was disabled; DynamoDB captured no change made between its disabling and the next stream's enabling. "+
-		"Take a new snapshot (tables[].snapshot with a new id) to publish the items' current state", "stream", arn, "next_stream", newer, "stream_gone", gone)
+		"With tables[].snapshot.after_stream_gap a snapshot publishes the items' state before the next stream; else take one (a new snapshot id)",
+		"stream", arn, "next_stream", newer, "stream_gone", gone)
 }
 
 // prepare creates the topic and the encoder once.
@@ -585,7 +599,20 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayOffer 
 	for i, s := range readable {
 		keys[i] = lease.Key(d.ARN, s.ID)
 	}
-	tc.c.leases.Offer(keys)
+	tc.c.leases.OfferSet("shards|"+d.ARN, keys)
+	// A finished shard's lease is of no more use once its children are offered (they are, now:
+	// a child is readable once its parent is finished), and no replica creates it again (it is
+	// no longer offered): delete it, so that the lease table holds about the open shards, not
+	// every shard of the last 24 hours.
+	for _, s := range d.Shards {
+		key := lease.Key(d.ARN, s.ID)
+		if byID[s.ID] && tc.c.leases.Finished(key) {
+			if err := tc.c.leases.Delete(ctx, key); err != nil {
+				log.Warn("deleting a finished lease", "lease", key, "error", err)
+				break
+			}
+		}
+	}
 	return current || len(readable) > 0, false, nil
 }
 
@@ -632,19 +659,24 @@ func (tc *tableCapture) describeSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("describing table %s: %w", tc.t.Name, err)
 	}
-	t := changes.Table{Name: tc.t.Name}
-	for _, k := range out.Table.KeySchema {
-		if k.KeyType == "HASH" {
+	tc.schema = tableSchema(out.Table)
+	return nil
+}
+
+// tableSchema is what conversion needs of a table: its name, key schema and stream view type.
+func tableSchema(d *ddbtypes.TableDescription) changes.Table {
+	t := changes.Table{Name: aws.ToString(d.TableName)}
+	for _, k := range d.KeySchema {
+		if k.KeyType == ddbtypes.KeyTypeHash {
 			t.PartitionKey = aws.ToString(k.AttributeName)
 		} else {
 			t.SortKey = aws.ToString(k.AttributeName)
 		}
 	}
-	if spec := out.Table.StreamSpecification; spec != nil {
+	if spec := d.StreamSpecification; spec != nil {
 		t.ViewType = string(spec.StreamViewType)
 	}
-	tc.schema = t
-	return nil
+	return t
 }
 
 // forgetAgedOut deletes the checkpoints of a stream's finished shards that its complete listing

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,11 +20,13 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/publish"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/snapshot"
-	"github.com/ddb2delta/ddb2delta/services/producer/internal/streams"
 )
 
-// Snapshot configures a table's initial load (package snapshot).
+// Snapshot configures a table's snapshots (package snapshot): the initial load, and the ones taken
+// after a stream gap.
 type Snapshot struct {
+	Initial          bool // load the table's items before its stream
+	AfterGap         bool // take a snapshot before publishing a stream that follows a gap
 	ID               string
 	Segments         int
 	PageSize         int32
@@ -157,7 +162,7 @@ func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, e
 	if err != nil {
 		return false, err
 	}
-	d, err := streams.Describe(ctx, tc.c.api, arn)
+	d, err := tc.c.discovery.Describe(ctx, arn)
 	if err != nil {
 		return false, err
 	}
@@ -194,17 +199,8 @@ func (tc *tableCapture) describeForSnapshot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("describing table %s: %w", tc.t.Name, err)
 	}
-	t := changes.Table{Name: tc.t.Name, StreamARN: st.plan.StreamARN}
-	for _, k := range out.Table.KeySchema {
-		if k.KeyType == "HASH" {
-			t.PartitionKey = aws.ToString(k.AttributeName)
-		} else {
-			t.SortKey = aws.ToString(k.AttributeName)
-		}
-	}
-	if s := out.Table.StreamSpecification; s != nil {
-		t.ViewType = string(s.StreamViewType)
-	}
+	t := tableSchema(out.Table)
+	t.StreamARN = st.plan.StreamARN
 	st.budget = snapshot.Budget(out.Table, cfg.CapacityShare, cfg.OnDemandCapacity)
 	st.table = t
 	return nil
@@ -295,4 +291,50 @@ func (tc *tableCapture) convertSnapshot(ctx context.Context, seg string, page sn
 		bytes += n
 	}
 	return out, bytes, nil
+}
+
+// snapshotFinished reports whether a snapshot's plan and every one of its segments are committed
+// as finished (read from the checkpoint topic).
+func (tc *tableCapture) snapshotFinished(stream string) bool {
+	cp, ok := tc.cps.Get(stream, planShard)
+	if !ok || cp.Plan == nil {
+		return false
+	}
+	for i := range cp.Plan.Segments {
+		if seg, ok := tc.cps.Get(stream, snapshot.SegmentName(i)); !ok || !seg.End {
+			return false
+		}
+	}
+	return true
+}
+
+// gapSnapshotID names the snapshot taken before a stream that follows a gap: the configured id
+// and the stream's label (its creation time), so that each gap gets its own.
+func (tc *tableCapture) gapSnapshotID(streamARN string) string {
+	label := streamARN[strings.LastIndex(streamARN, "/")+1:]
+	return tc.t.Snapshot.ID + "-gap-" + strings.NewReplacer(":", "", ".", "", "T", "-").Replace(label)
+}
+
+// nextSnapshot returns the table's next snapshot to run, if any: the initial one, then the gap
+// snapshots recorded for the table (by any replica's lister) that are not finished, oldest first.
+func (tc *tableCapture) nextSnapshot() *snapshotState {
+	if tc.snap != nil && !tc.snap.done {
+		return tc.snap
+	}
+	if tc.t.Snapshot == nil || !tc.t.Snapshot.AfterGap {
+		return tc.snap
+	}
+	gaps := tc.cps.GapSnapshots(tc.t.Name)
+	for _, arn := range slices.Sorted(maps.Keys(gaps)) {
+		stream := snapshotStream(tc.t.Name, gaps[arn].ID)
+		if tc.snapsDone[stream] || tc.snapshotFinished(stream) {
+			tc.snapsDone[stream] = true
+			continue
+		}
+		if tc.snap == nil || tc.snap.stream != stream {
+			tc.snap = &snapshotState{stream: stream}
+		}
+		return tc.snap
+	}
+	return tc.snap
 }

@@ -40,6 +40,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -100,6 +102,7 @@ type Coordinator struct {
 	stolen  bool                 // the worker item was taken by another process: hold nothing
 	accept  func(key string) bool
 	subs    []chan struct{} // told when a lease is taken
+	groups  map[string][]string
 }
 
 // Subscribe returns a channel that receives (without blocking the coordinator; signals merge)
@@ -143,7 +146,7 @@ func New(api API, cfg Config, log *slog.Logger) *Coordinator {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, kick: make(chan struct{}, 1), fatal: make(chan error, 1),
+	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, sleep: backoff.Sleep, kick: make(chan struct{}, 1), fatal: make(chan error, 1),
 		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, renewed: map[string]time.Time{}, usable: map[string]time.Time{},
 		seen: map[string]*observed{}}
 }
@@ -217,17 +220,6 @@ func (c *Coordinator) Register(ctx context.Context) error {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Delete removes the lease of a finished shard that aged out of its stream, so that the lease
 // table holds only live shards.
 func (c *Coordinator) Delete(ctx context.Context, key string) error {
@@ -283,11 +275,53 @@ func (c *Coordinator) Offer(keys []string) {
 		c.offered[k] = true
 	}
 	if added {
-		select {
-		case c.kick <- struct{}{}:
-		default:
+		c.kickRound()
+	}
+}
+
+// kickRound asks for a round now (keys were offered).
+func (c *Coordinator) kickRound() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// OfferSet declares the keys of one group (a stream's readable shards) that are readable now,
+// replacing the group's earlier offer: a key dropped from it (its shard finished) is no longer
+// created, so its lease can be deleted.
+func (c *Coordinator) OfferSet(group string, keys []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.groups == nil {
+		c.groups = map[string][]string{}
+	}
+	now := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		now[k] = true
+	}
+	for _, k := range c.groups[group] {
+		if !now[k] {
+			delete(c.offered, k)
 		}
 	}
+	c.groups[group] = slices.Clone(keys)
+	added := false
+	for _, k := range keys {
+		added = added || !c.offered[k]
+		c.offered[k] = true
+	}
+	if added {
+		c.kickRound()
+	}
+}
+
+// Finished reports whether the lease of key was marked finished, as last scanned.
+func (c *Coordinator) Finished(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.seen[key]
+	return ok && o.finished
 }
 
 // Held reports whether this replica holds the lease of key.

@@ -38,6 +38,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
 )
 
 // Checkpoint is the committed position of one shard.
@@ -87,6 +89,19 @@ func drainedKey(streamARN string) string { return "drained/" + streamARN }
 
 func originKey(table string) string { return "origin/" + table }
 
+func gapKey(streamARN string) string { return "gap-snapshot/" + streamARN }
+
+// GapSnapshot names the snapshot a table takes before its stream StreamARN is published, because
+// an older stream of the table came before it: the changes made while no stream was enabled are
+// in neither, and the snapshot publishes the items' state instead.
+type GapSnapshot struct {
+	StreamARN string    `json:"stream_arn"`
+	Table     string    `json:"table"`
+	ID        string    `json:"snapshot_id"`
+	Owner     string    `json:"owner"`
+	At        time.Time `json:"at"`
+}
+
 // origin is when a table with start position latest was first captured.
 type origin struct {
 	Table string    `json:"table"`
@@ -130,15 +145,28 @@ func EnsureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string, 
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return 0, fmt.Errorf("creating checkpoint topic %s: %w", topic, err)
 	}
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %w", topic, err)
+	// A topic just created may take a moment to appear in the brokers' metadata.
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	for attempt := 1; ; attempt++ {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			td, ok := md.Topics[topic]
+			switch {
+			case ok && td.Err == nil && len(td.Partitions) > 0:
+				return int32(len(td.Partitions)), nil
+			case !ok:
+				err = kerr.UnknownTopicOrPartition
+			default:
+				err = td.Err
+			}
+		}
+		if attempt == 10 {
+			return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %w", topic, err)
+		}
+		if err := backoff.Sleep(ctx, b.Next()); err != nil {
+			return 0, err
+		}
 	}
-	td, ok := md.Topics[topic]
-	if !ok || td.Err != nil || len(td.Partitions) == 0 {
-		return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %v", topic, td.Err)
-	}
-	return int32(len(td.Partitions)), nil
 }
 
 // Checkpoints follows the checkpoint topic (read_committed) and answers what the last committed
@@ -154,10 +182,11 @@ type Checkpoints struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever something was read
 	cps     map[string]Checkpoint
-	drained map[string]Drained // by stream ARN
-	origins map[string]origin  // by table: the first recorded
-	read    map[int32]int64    // partition → highest offset read
-	meta    *meta              // the recorded partition count, once read
+	drained map[string]Drained     // by stream ARN
+	origins map[string]origin      // by table: the first recorded
+	gaps    map[string]GapSnapshot // by stream ARN: the first recorded
+	read    map[int32]int64        // partition → highest offset read
+	meta    *meta                  // the recorded partition count, once read
 }
 
 // NewCheckpoints returns a follower of topic, which has partitions partitions; run it with Run.
@@ -178,7 +207,7 @@ func NewCheckpoints(opts []kgo.Opt, topic string, partitions int32, owner string
 		return nil, fmt.Errorf("creating checkpoint producer: %w", err)
 	}
 	return &Checkpoints{cl: cl, prod: prod, topic: topic, partitions: partitions, owner: owner, log: log,
-		changed: make(chan struct{}), cps: map[string]Checkpoint{}, drained: map[string]Drained{}, origins: map[string]origin{}, read: map[int32]int64{}}, nil
+		changed: make(chan struct{}), cps: map[string]Checkpoint{}, drained: map[string]Drained{}, origins: map[string]origin{}, gaps: map[string]GapSnapshot{}, read: map[int32]int64{}}, nil
 }
 
 // Partitions is the topic's partition count.
@@ -214,6 +243,13 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 				var d Drained
 				if err := json.Unmarshal(r.Value, &d); err == nil {
 					c.drained[d.StreamARN] = d
+				}
+			case strings.HasPrefix(key, "gap-snapshot/") && r.Value != nil:
+				var g GapSnapshot
+				if err := json.Unmarshal(r.Value, &g); err == nil {
+					if _, ok := c.gaps[g.StreamARN]; !ok {
+						c.gaps[g.StreamARN] = g // the first one recorded wins
+					}
 				}
 			case strings.HasPrefix(key, "origin/") && r.Value != nil:
 				var o origin
@@ -356,6 +392,46 @@ func (c *Checkpoints) SetOrigin(ctx context.Context, table string, at time.Time)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.origins[table].At, nil
+}
+
+// GapSnapshots returns the gap snapshots recorded for a table, by stream ARN.
+func (c *Checkpoints) GapSnapshots(table string) map[string]GapSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]GapSnapshot{}
+	for arn, g := range c.gaps {
+		if g.Table == table {
+			out[arn] = g
+		}
+	}
+	return out
+}
+
+// SetGapSnapshot records that g.ID is to be taken before g.StreamARN is published, unless one is
+// recorded already, and returns the one recorded first.
+func (c *Checkpoints) SetGapSnapshot(ctx context.Context, g GapSnapshot) (GapSnapshot, error) {
+	p := Partition(gapKey(g.StreamARN), "", c.partitions)
+	if err := c.Sync(ctx, p); err != nil {
+		return GapSnapshot{}, err
+	}
+	c.mu.Lock()
+	first, ok := c.gaps[g.StreamARN]
+	c.mu.Unlock()
+	if ok {
+		return first, nil
+	}
+	g.Owner, g.At = c.owner, time.Now().UTC()
+	value, _ := json.Marshal(g)
+	pos, err := c.produce(ctx, &kgo.Record{Key: []byte(gapKey(g.StreamARN)), Value: value, Partition: p})
+	if err != nil {
+		return GapSnapshot{}, err
+	}
+	if err := c.WaitRead(ctx, pos); err != nil {
+		return GapSnapshot{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gaps[g.StreamARN], nil
 }
 
 // Shards returns the shards of a stream that have a checkpoint.

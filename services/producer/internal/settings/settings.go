@@ -84,6 +84,10 @@ type Snapshot struct {
 	// OnDemandCapacity is the read capacity (units/s) assumed for an on-demand table with no
 	// maximum set. Default: 4000.
 	OnDemandCapacity float64 `yaml:"on_demand_capacity"`
+	// AfterStreamGap takes a snapshot (named <id>-gap-<stream label>) whenever the table's stream
+	// was disabled and enabled again, before the new stream is published: the changes made while
+	// no stream was enabled are in no stream. Independent of Enabled. Default: false.
+	AfterStreamGap bool `yaml:"after_stream_gap"`
 	// EventuallyConsistent scans with eventually consistent reads (half the cost). Default: false;
 	// see the README for what consistent reads guarantee.
 	EventuallyConsistent bool `yaml:"eventually_consistent"`

@@ -8,6 +8,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
 )
 
 // Limits are DynamoDB Streams' request limits. An Account enforces them on every call made
@@ -89,23 +91,11 @@ func newEnv(o Options) *env {
 		e.now = time.Now
 	}
 	if e.sleep == nil {
-		e.sleep = sleep
+		e.sleep = backoff.Sleep
 	}
 	e.describe.n = o.Limits.DescribeStreamPerSecond
 	e.list.n = o.Limits.ListStreamsPerSecond
 	return e
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // count counts a call of a. GetRecords' limits are per shard: the stream applies them.
