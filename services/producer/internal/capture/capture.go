@@ -158,6 +158,7 @@ func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leas
 	c.discovery.Calls = func() { m.describeCalls.Inc() }
 	c.discovery.Throttled = func() { m.describeThrottles.Inc() }
 	leases.SetAccept(c.accepts)
+	leases.SetPinned(func(key string) bool { return strings.HasPrefix(key, "lister|") })
 	return c
 }
 

@@ -101,7 +101,8 @@ type Coordinator struct {
 	counter int64                // our worker heartbeat
 	stolen  bool                 // the worker item was taken by another process: hold nothing
 	accept  func(key string) bool
-	subs    []chan struct{} // told when a lease is taken
+	pin     func(key string) bool // leases never stolen for balance
+	subs    []chan struct{}       // told when a lease is taken
 	groups  map[string][]string
 }
 
@@ -124,6 +125,17 @@ func (c *Coordinator) SetAccept(accept func(key string) bool) {
 	defer c.mu.Unlock()
 	c.accept = accept
 }
+
+// SetPinned marks leases that are never stolen to balance replicas (a table's lister: moving it
+// costs a new full listing and a pause in discovery). They still move when their holder stops.
+func (c *Coordinator) SetPinned(pin func(key string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pin = pin
+}
+
+// pinned reports whether key must not be stolen. The caller holds mu.
+func (c *Coordinator) pinned(key string) bool { return c.pin != nil && c.pin(key) }
 
 // HeldKeys returns the keys of the leases this replica holds and may use, sorted.
 func (c *Coordinator) HeldKeys() []string {
@@ -611,7 +623,7 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			own++
 		case o.owner == "" || now.Sub(o.changed) >= c.cfg.Duration:
 			free = append(free, candidate{k, *o})
-		case count[o.owner] > mine+1 && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
+		case count[o.owner] > mine+1 && !c.pinned(k) && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
 			// Steal only from a replica holding at least two more than this one: 2/2/0 becomes
 			// 2/1/1, and a difference of one never makes two replicas trade a lease back and forth.
 			victim = k
