@@ -63,6 +63,7 @@ type scaleResult struct {
 	maxUnreadShard     string          // and which
 	childToFirst       []time.Duration // per child shard: creation to its first published record
 	childToRead        []time.Duration // per child shard: creation to its first GetRecords call
+	parentEndToRead    []time.Duration // per child shard: its parent's end read to its first read
 	wall, cpu          time.Duration
 	rssBytes           int64 // the process's resident set at the end
 	closed, opened     int   // shards rolled over during the run
@@ -225,6 +226,8 @@ type readTracker struct {
 	first   map[string]time.Time // shard → first GetRecords call
 	last    map[string]time.Time // shard → last GetRecords call
 	ended   map[string]bool      // shard → read to its end
+	endAt   map[string]time.Time // shard → when its end was read
+	parent  map[string]string    // shard → its parent, from the listings the lister saw
 	worst   time.Duration
 	worstID string
 }
@@ -245,9 +248,43 @@ func (r *readTracker) GetRecords(ctx context.Context, in *dynamodbstreams.GetRec
 	}
 	r.last[shard] = now
 	if err == nil && out.NextShardIterator == nil {
+		if !r.ended[shard] {
+			r.endAt[shard] = now
+		}
 		r.ended[shard] = true
 	}
 	return out, err
+}
+
+func (r *readTracker) DescribeStream(ctx context.Context, in *dynamodbstreams.DescribeStreamInput, opts ...func(*dynamodbstreams.Options)) (*dynamodbstreams.DescribeStreamOutput, error) {
+	out, err := r.Account.DescribeStream(ctx, in, opts...)
+	if err == nil && out.StreamDescription != nil {
+		r.mu.Lock()
+		for _, sh := range out.StreamDescription.Shards {
+			if p := aws.ToString(sh.ParentShardId); p != "" {
+				r.parent[aws.ToString(sh.ShardId)] = p
+			}
+		}
+		r.mu.Unlock()
+	}
+	return out, err
+}
+
+// parentEndToRead returns, per child shard, the time from its parent's end being read to its own
+// first read: how long discovery and the lease hand-off took.
+func (r *readTracker) parentEndToRead() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Duration
+	for child, p := range r.parent {
+		end, ok1 := r.endAt[p]
+		first, ok2 := r.first[child]
+		if ok1 && ok2 {
+			out = append(out, max(first.Sub(end), 0))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (r *readTracker) note(shard string, d time.Duration) {
@@ -281,7 +318,8 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	for _, id := range stream.OpenShards() {
 		initial[id] = true
 	}
-	tracker := &readTracker{Account: acct, stream: stream, now: time.Now, first: map[string]time.Time{}, last: map[string]time.Time{}, ended: map[string]bool{}}
+	tracker := &readTracker{Account: acct, stream: stream, now: time.Now, first: map[string]time.Time{}, last: map[string]time.Time{},
+		ended: map[string]bool{}, endAt: map[string]time.Time{}, parent: map[string]string{}}
 	tables := simTable{name: table, arn: stream.ARN}
 
 	leaseTable := f.prefix + "_leases"
@@ -383,6 +421,7 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	}
 	tracker.mu.Unlock()
 	slices.Sort(res.childToRead)
+	res.parentEndToRead = tracker.parentEndToRead()
 	res.claimsAfterCut = claimsAfter(t, ctx, f, cutAt.Add(sc.lease*2/3+time.Second))
 	return res
 }
@@ -559,6 +598,8 @@ func BenchmarkScaleSimulation(b *testing.B) {
 			b.ReportMetric(res.maxUnread.Seconds(), "max-unread-s")
 			b.ReportMetric(percentile(res.childToRead, 0.99).Seconds(), "child-read-p99-s")
 			b.ReportMetric(percentile(res.childToRead, 0.5).Seconds(), "child-read-p50-s")
+			b.ReportMetric(percentile(res.parentEndToRead, 0.5).Seconds(), "parent-end-to-child-read-p50-s")
+			b.ReportMetric(percentile(res.parentEndToRead, 0.99).Seconds(), "parent-end-to-child-read-p99-s")
 			b.ReportMetric(res.cpu.Seconds()/secs/replicas, "cpu-cores/replica")
 			b.ReportMetric(float64(res.rssBytes)/replicas/(1<<20), "rss-MB/replica")
 			b.ReportMetric(float64(res.published)/secs, "records/s")
