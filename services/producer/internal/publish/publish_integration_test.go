@@ -21,15 +21,7 @@ import (
 // a claim; A can commit nothing more, B resumes from A's last committed checkpoint, and a
 // read_committed consumer sees A's committed page and B's, and nothing of A's fenced attempt.
 func TestTakeoverFencesThePreviousWriter(t *testing.T) {
-	s := stacktest.Require(t, stacktest.Kafka)
-	ctx := stacktest.Context(t, 2*time.Minute)
-	base := []kgo.Opt{kgo.SeedBrokers(s.KafkaAddr)}
-	admCl, err := kgo.NewClient(base...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	adm := kadm.NewClient(admCl)
+	ctx, base, adm := brokerSetup(t)
 	n := time.Now().UnixNano()
 	data, cpTopic := fmt.Sprintf("stacktest.cdc.fence_%d", n), fmt.Sprintf("stacktest.checkpoints_%d", n)
 	if _, err := adm.CreateTopic(ctx, 3, 1, nil, data); err != nil {
@@ -139,15 +131,7 @@ func followCheckpoints(t *testing.T, ctx context.Context, adm *kadm.Client, base
 // of the checkpoint topic does not hold back claims of shards in another; a tombstoned shard has no
 // checkpoint; and adding partitions to the topic is refused.
 func TestClaimsAcrossPartitions(t *testing.T) {
-	s := stacktest.Require(t, stacktest.Kafka)
-	ctx := stacktest.Context(t, 2*time.Minute)
-	base := []kgo.Opt{kgo.SeedBrokers(s.KafkaAddr)}
-	admCl, err := kgo.NewClient(base...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	adm := kadm.NewClient(admCl)
+	ctx, base, adm := brokerSetup(t)
 	n := time.Now().UnixNano()
 	cpTopic := fmt.Sprintf("stacktest.checkpoints_%d", n)
 	cps := followCheckpoints(t, ctx, adm, base, cpTopic, 4)
@@ -248,4 +232,18 @@ func TestClaimsAcrossPartitions(t *testing.T) {
 	if err := cps2.CheckPartitions(ctx); !errors.Is(err, ErrPartitionsChanged) || !strings.Contains(err.Error(), "has 5 partitions but was first used with 4") {
 		t.Fatalf("CheckPartitions after adding one = %v", err)
 	}
+}
+
+// brokerSetup requires Kafka and returns a test context, the base client options and an admin
+// client closed with the test.
+func brokerSetup(t *testing.T) (context.Context, []kgo.Opt, *kadm.Client) {
+	t.Helper()
+	s := stacktest.Require(t, stacktest.Kafka)
+	base := []kgo.Opt{kgo.SeedBrokers(s.KafkaAddr)}
+	admCl, err := kgo.NewClient(base...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admCl.Close)
+	return stacktest.Context(t, 2*time.Minute), base, kadm.NewClient(admCl)
 }
