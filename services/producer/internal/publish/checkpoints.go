@@ -147,7 +147,8 @@ func EnsureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string, 
 	}
 	// A topic just created may take a moment to appear in the brokers' metadata.
 	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: time.Second}
-	for attempt := 1; ; attempt++ {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		md, err := adm.Metadata(ctx, topic)
 		if err == nil {
 			td, ok := md.Topics[topic]
@@ -160,7 +161,7 @@ func EnsureCheckpointTopic(ctx context.Context, adm *kadm.Client, topic string, 
 				err = td.Err
 			}
 		}
-		if attempt == 10 {
+		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("reading the metadata of checkpoint topic %s: %w", topic, err)
 		}
 		if err := backoff.Sleep(ctx, b.Next()); err != nil {
