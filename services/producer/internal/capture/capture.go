@@ -496,14 +496,17 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 		return false, err
 	}
 	defer w.Close()
-	if err := tc.claim(ctx, w, table.StreamARN, shard); err != nil {
+	claimed, readBack, err := tc.claim(ctx, w, table.StreamARN, shard)
+	if err != nil {
 		return false, err
 	}
 	cp, _ := tc.cps.Get(table.StreamARN, shard)
 	if cp.End {
 		return true, nil
 	}
-	log.Info("reading shard", "after", cp.After)
+	// How long the claim's transaction and reading it back took: a slow read-back means the
+	// checkpoint partition's last stable offset lags (transactions open long in it).
+	log.Info("reading shard", "after", cp.After, "claim_s", claimed.Seconds(), "read_back_s", readBack.Seconds())
 	m := tc.c.metrics
 	events := streams.Events{
 		DataLoss:  func(string, string) { m.dataLoss.WithLabelValues(table.Name, shard).Inc() },
@@ -516,7 +519,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 	key := lease.Key(table.StreamARN, shard)
 	for {
 		if !tc.c.leases.Held(key) {
-			// Taken by another replica, or not renewed in time: stop reading at once (Streams
+			// Taken by another replica, or this replica's heartbeat failing: stop reading at once (Streams
 			// allows two readers per shard, and the next owner is one).
 			log.Info("lease no longer held; stopping", "after", r.After())
 			return false, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/lease"
 	"github.com/ddb2delta/ddb2delta/services/producer/internal/publish"
@@ -30,7 +31,9 @@ func (tc *tableCapture) listLoop(ctx context.Context, log *slog.Logger) {
 	for {
 		tc.c.leases.Offer([]string{tc.listerKey()})
 		if tc.c.leases.Held(tc.listerKey()) {
+			start := time.Now()
 			tc.followStreams(ctx, finished, log)
+			log.Debug("streams listed", "took_s", time.Since(start).Seconds())
 		}
 		select {
 		case <-ctx.Done():
@@ -206,17 +209,32 @@ func (tc *tableCapture) scan(ctx context.Context, arn string, current, mayOffer 
 	// a child is readable once its parent is finished), and no replica creates it again (it is
 	// no longer offered): delete it, so that the lease table holds about the open shards, not
 	// every shard of the last 24 hours.
+	var done []string
 	for _, s := range d.Shards {
-		key := lease.Key(d.ARN, s.ID)
-		if byID[s.ID] && tc.c.leases.Finished(key) {
-			if err := tc.c.leases.Delete(ctx, key); err != nil {
-				log.Warn("deleting a finished lease", "lease", key, "error", err)
-				break
-			}
+		if key := lease.Key(d.ARN, s.ID); byID[s.ID] && tc.c.leases.Finished(key) {
+			done = append(done, key)
 		}
 	}
+	tc.deleteLeases(ctx, done, log)
 	return current || len(readable) > 0, false, nil
 }
+
+// deleteLeases deletes finished leases, several at a time: at a thousand shards several finish
+// every second, and one call after the other would hold the listing back. A lease whose deletion
+// failed is deleted at the next listing.
+func (tc *tableCapture) deleteLeases(ctx context.Context, keys []string, log *slog.Logger) {
+	var g errgroup.Group
+	g.SetLimit(deleteConcurrency)
+	for _, key := range keys {
+		g.Go(func() error { return tc.c.leases.Delete(ctx, key) })
+	}
+	if err := g.Wait(); err != nil {
+		log.Warn("deleting finished leases; retried at the next listing", "error", err)
+	}
+}
+
+// deleteConcurrency bounds the lister's concurrent lease deletions.
+const deleteConcurrency = 8
 
 // listerKey is the lease of the replica that lists the table's shards.
 func (tc *tableCapture) listerKey() string { return "lister|" + tc.t.Name }

@@ -332,6 +332,15 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 	if os.Getenv("DDB2DELTA_TEST_LOG") != "" {
 		log = testLog(t)
 	}
+	if path := os.Getenv("DDB2DELTA_SCALE_LOG"); path != "" {
+		// The 1,000-shard run's log is too large for the test's: a JSON file to analyse.
+		out, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		log = slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	type replica struct {
 		leases *countingLeases
 		cancel context.CancelFunc
@@ -420,6 +429,11 @@ func runScale(t testing.TB, sc scaleConfig) scaleResult {
 		}
 	}
 	tracker.mu.Unlock()
+	for shard, at := range tracker.first {
+		born, _ := stream.ShardCreated(shard)
+		parent := tracker.parent[shard]
+		log.Debug("sim shard", "shard", shard, "initial", initial[shard], "created", born, "first_read", at, "parent", parent, "parent_end_read", tracker.endAt[parent])
+	}
 	slices.Sort(res.childToRead)
 	res.parentEndToRead = tracker.parentEndToRead()
 	res.claimsAfterCut = claimsAfter(t, ctx, f, cutAt.Add(sc.lease*2/3+time.Second))

@@ -152,7 +152,7 @@ func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, e
 		return false, err
 	}
 	defer w.Close()
-	if err := tc.claim(ctx, w, st.stream, planShard); err != nil {
+	if _, _, err := tc.claim(ctx, w, st.stream, planShard); err != nil {
 		return false, err
 	}
 	if cp, ok := tc.cps.Get(st.stream, planShard); ok && cp.Plan != nil {
@@ -182,14 +182,17 @@ func (tc *tableCapture) makePlan(ctx context.Context, log *slog.Logger) (bool, e
 // read the claim back, so that Get returns the last checkpoint committed before it (package
 // publish). The wait is bounded: if the follower is stuck, the shard is given back (the table loop
 // restarts it) rather than held without reading.
-func (tc *tableCapture) claim(ctx context.Context, w *publish.ShardWriter, stream, shard string) error {
+func (tc *tableCapture) claim(ctx context.Context, w *publish.ShardWriter, stream, shard string) (claimed, readBack time.Duration, err error) {
+	start := time.Now()
 	pos, err := w.Claim(ctx)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
+	claimed = time.Since(start)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return tc.cps.WaitRead(wctx, pos)
+	err = tc.cps.WaitRead(wctx, pos)
+	return claimed, time.Since(start) - claimed, err
 }
 
 // describeForSnapshot reads the table's key schema and capacity.
@@ -218,7 +221,7 @@ func (tc *tableCapture) runSegment(ctx context.Context, index int, log *slog.Log
 		return false, err
 	}
 	defer w.Close()
-	if err := tc.claim(ctx, w, st.stream, seg); err != nil {
+	if _, _, err := tc.claim(ctx, w, st.stream, seg); err != nil {
 		return false, err
 	}
 	cp, _ := tc.cps.Get(st.stream, seg)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -61,7 +62,8 @@ func (c *Coordinator) Register(ctx context.Context) error {
 			continue
 		}
 		put := &dynamodb.PutItemInput{TableName: aws.String(c.cfg.Table),
-			Item:                map[string]types.AttributeValue{"lease_key": str(key), "counter": num(counter + 1), "owner": str(c.cfg.Owner), "incarnation": str(c.incarnation)},
+			Item: map[string]types.AttributeValue{"lease_key": str(key), "counter": num(counter + 1), "owner": str(c.cfg.Owner),
+				"incarnation": str(c.incarnation), "protocol": num(protocol)},
 			ConditionExpression: aws.String("attribute_not_exists(lease_key)")}
 		if it != nil {
 			put.ConditionExpression = aws.String("#c = :seen")
@@ -83,8 +85,10 @@ func (c *Coordinator) Register(ctx context.Context) error {
 }
 
 // heartbeat bumps this replica's worker counter, on condition that the worker item is still this
-// process's (or has none: a test driving rounds without Register). It reports false once another
-// process took the item: then this one holds nothing more and Fatal says why.
+// process's (or has none: a test driving rounds without Register); the heartbeat keeps every lease
+// this replica owns. It reports false once another process took the item (then this one holds
+// nothing more and Fatal says why), and while heartbeats have been failing too long for this
+// replica to use leases (then it takes none).
 func (c *Coordinator) heartbeat(ctx context.Context) bool {
 	c.mu.Lock()
 	stolen := c.stolen
@@ -93,11 +97,15 @@ func (c *Coordinator) heartbeat(ctx context.Context) bool {
 		return false
 	}
 	c.counter++
-	_, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(workerPrefix + c.cfg.Owner),
-		UpdateExpression:          aws.String("SET #c = :n, #o = :me, incarnation = :inc"),
+	start := c.now()
+	// A heartbeat that takes longer than a round is as good as failed.
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.Duration/3)
+	defer cancel()
+	_, err := c.api.UpdateItem(hctx, &dynamodb.UpdateItemInput{TableName: aws.String(c.cfg.Table), Key: leaseKey(workerPrefix + c.cfg.Owner),
+		UpdateExpression:          aws.String("SET #c = :n, #o = :me, incarnation = :inc, protocol = :p"),
 		ConditionExpression:       aws.String("attribute_not_exists(incarnation) OR incarnation = :inc"),
 		ExpressionAttributeNames:  map[string]string{"#c": "counter", "#o": "owner"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":n": num(c.counter), ":me": str(c.cfg.Owner), ":inc": str(c.incarnation)}})
+		ExpressionAttributeValues: map[string]types.AttributeValue{":n": num(c.counter), ":me": str(c.cfg.Owner), ":inc": str(c.incarnation), ":p": num(protocol)}})
 	var cf *types.ConditionalCheckFailedException
 	switch {
 	case errors.As(err, &cf):
@@ -113,7 +121,24 @@ func (c *Coordinator) heartbeat(ctx context.Context) bool {
 		}
 		return false
 	case err != nil:
-		c.log.Warn("worker heartbeat failed", "error", err)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.now().Sub(c.beat) < c.cfg.Duration*2/3 {
+			c.log.Warn("worker heartbeat failed", "error", err)
+			return true
+		}
+		// Heartbeats keep failing: stop using the leases before others can see them expire, and
+		// let them go, so that this replica does not claim the shards back from its successors.
+		if len(c.held) > 0 {
+			c.log.Warn("worker heartbeats failing; giving every lease up so that other replicas take them", "leases", len(c.held), "error", err)
+		}
+		c.held = map[string]int64{}
+		c.usable = map[string]time.Time{}
+		return false
+	default:
+		c.mu.Lock()
+		c.beat = start // the heartbeat took effect at some instant after start: count from start
+		c.mu.Unlock()
 	}
 	return true
 }

@@ -1,16 +1,19 @@
 // Package lease shares shards between producer replicas through a DynamoDB lease table.
 //
-// Each shard has a lease item (owner, heartbeat counter); each live replica has a worker item whose
-// counter it bumps every renewal. A replica renews the leases it holds by bumping their counters
-// under the condition that it is still the owner. A lease whose counter has not moved for the lease
+// Each shard has a lease item (owner, counter); each live replica has a worker item whose counter it
+// bumps every round (a third of the lease duration): its heartbeat. A replica's heartbeat keeps
+// every lease it owns: leases are not renewed one by one, so the lease table's writes do not grow
+// with the number of shards (at 1,000 shards and 10 replicas, one write per replica per round
+// instead of a thousand). A lease is expired when its owner's heartbeat has not moved for the lease
 // duration, as this replica observes it with its own clock (no clocks are compared across hosts),
-// is expired and may be taken, conditionally on the counter observed, so two replicas cannot both
-// take it. Replicas balance by taking free or expired leases up to their fair share
-// (ceil(leases / live workers)), and by stealing at most one lease per round from the busiest
-// replica when it holds at least two more leases than this one.
+// or its owner released it or its worker; it may then be taken, conditionally on the lease's
+// counter and owner observed, so two replicas cannot both take it. Replicas balance by taking free
+// or expired leases up to their fair share (ceil(leases / live workers)), and by stealing at most
+// one lease per round from the busiest replica when it holds at least two more leases than this
+// one. A replica learns that a lease was taken from it from its next scan of the table.
 //
-// A replica whose renewals fail (it lost DynamoDB but may still reach Kafka) stops reading its
-// shards before other replicas can see their leases expire: Held turns false once no renewal has
+// A replica whose heartbeats fail (it lost DynamoDB but may still reach Kafka) stops reading its
+// shards before other replicas can see its leases expire: Held turns false once no heartbeat has
 // succeeded for two thirds of the lease duration. Otherwise the replica would keep claiming the
 // shards its successor took, and the two would fence each other in turns.
 //
@@ -36,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -60,14 +64,19 @@ type API interface {
 // ErrDuplicateReplica is returned when another live process uses this replica's id.
 var ErrDuplicateReplica = errors.New("another process is running with this replica_id")
 
-// renewConcurrency bounds the renewals in flight at once.
-const renewConcurrency = 16
+// concurrency bounds the lease-table calls in flight at once (creating and taking leases).
+const concurrency = 16
+
+// protocol is the lease protocol this package speaks, written in its worker item: 2, liveness by
+// the worker's heartbeat. Replicas of protocol 1 (every lease renewed on its own, no protocol
+// attribute) would take protocol 2's leases as expired: all replicas must run one protocol.
+const protocol = 2
 
 // Config configures a coordinator.
 type Config struct {
 	Table    string        // the lease table, created when missing
 	Owner    string        // this replica's id, unique among replicas
-	Duration time.Duration // a lease whose counter does not move for this long is expired. Default: 10s.
+	Duration time.Duration // a lease whose owner's heartbeat does not move for this long is expired. Default: 10s.
 }
 
 const workerPrefix = "worker|"
@@ -77,6 +86,7 @@ type observed struct {
 	counter  int64
 	finished bool
 	changed  time.Time // local time the counter (or owner) was last seen to change
+	protocol int64     // worker items: the owner's lease protocol (0: protocol 1)
 }
 
 // Coordinator holds this replica's leases. Run drives it; Offer, Held and Finish are safe to call
@@ -94,10 +104,12 @@ type Coordinator struct {
 
 	mu      sync.Mutex
 	offered map[string]bool      // lease keys of readable shards, from the capture
-	held    map[string]int64     // lease key → our counter
-	renewed map[string]time.Time // lease key → local time of its last successful renewal (or take)
+	held    map[string]int64     // lease key → the counter we took it at
+	beat    time.Time            // local time our last successful heartbeat started
 	usable  map[string]time.Time // lease key → when a lease taken from a live replica may be used
+	warned  map[string]bool      // replicas reported as speaking another lease protocol
 	seen    map[string]*observed // every lease and worker item, as last scanned
+	scanned bool                 // seen holds a scan
 	counter int64                // our worker heartbeat
 	stolen  bool                 // the worker item was taken by another process: hold nothing
 	accept  func(key string) bool
@@ -159,8 +171,8 @@ func New(api API, cfg Config, log *slog.Logger) *Coordinator {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &Coordinator{api: api, cfg: cfg, log: log, now: time.Now, sleep: backoff.Sleep, kick: make(chan struct{}, 1), fatal: make(chan error, 1),
-		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, renewed: map[string]time.Time{}, usable: map[string]time.Time{},
-		seen: map[string]*observed{}}
+		incarnation: hex.EncodeToString(b[:]), offered: map[string]bool{}, held: map[string]int64{}, usable: map[string]time.Time{},
+		seen: map[string]*observed{}, warned: map[string]bool{}}
 }
 
 // Delete removes the lease of a finished shard that aged out of its stream, so that the lease
@@ -251,7 +263,10 @@ func (c *Coordinator) OfferSet(group string, keys []string) {
 	c.groups[group] = slices.Clone(keys)
 	added := false
 	for _, k := range keys {
-		added = added || !c.offered[k]
+		if !c.offered[k] {
+			added = true
+			c.log.Debug("lease offered", "lease", k)
+		}
 		c.offered[k] = true
 	}
 	if added {
@@ -275,12 +290,13 @@ func (c *Coordinator) Held(key string) bool {
 	return ok && c.fresh(key)
 }
 
-// fresh reports whether a held lease was renewed recently enough to be used: within two thirds of
-// the lease duration, so that this replica stops using it before any other replica can see it
-// expire (others wait the whole duration after they last saw its counter move). The caller holds mu.
+// fresh reports whether a held lease may be used: this replica's heartbeat succeeded within two
+// thirds of the lease duration, so that it stops using its leases before any other replica can
+// see them expire (others wait the whole duration after they last saw the heartbeat move), and a
+// lease taken from a live replica has waited for that replica to learn it. The caller holds mu.
 func (c *Coordinator) fresh(key string) bool {
 	now := c.now()
-	return now.Sub(c.renewed[key]) < c.cfg.Duration*2/3 && !now.Before(c.usable[key])
+	return now.Sub(c.beat) < c.cfg.Duration*2/3 && !now.Before(c.usable[key])
 }
 
 // Finish marks a shard's lease finished (its shard was read to the end) and releases it.
@@ -294,7 +310,6 @@ func (c *Coordinator) Finish(ctx context.Context, key string) error {
 	})
 	c.mu.Lock()
 	delete(c.held, key)
-	delete(c.renewed, key)
 	delete(c.usable, key)
 	delete(c.offered, key)
 	c.mu.Unlock()
@@ -304,8 +319,8 @@ func (c *Coordinator) Finish(ctx context.Context, key string) error {
 	return nil
 }
 
-// Run renews, scans, creates, takes and steals leases every third of the lease duration until ctx
-// is done; then it releases the leases it holds, so that other replicas take them at once.
+// Run heartbeats, scans, creates, takes and steals leases every third of the lease duration until
+// ctx is done; then it releases the leases it holds, so that other replicas take them at once.
 func (c *Coordinator) Run(ctx context.Context) error {
 	tick := time.NewTicker(c.cfg.Duration / 3)
 	defer tick.Stop()
@@ -323,17 +338,32 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 }
 
-// Round is one renew/scan/acquire pass (Run calls it; tests call it directly).
+// Round is one heartbeat/scan/acquire pass (Run calls it; tests call it directly).
 func (c *Coordinator) Round(ctx context.Context) error {
+	start := c.now()
 	if !c.heartbeat(ctx) {
 		return nil
 	}
-	c.renew(ctx)
+	beat := c.now()
+	// Leases offered since the last scan are created before it, so that this round's scan sees
+	// them and this replica may take them in this round. (Before the first scan every offered key
+	// looks missing: create after it.)
+	created := 0
+	scannedBefore := c.scanned
+	if scannedBefore {
+		created = c.createMissing(ctx)
+	}
 	if err := c.scan(ctx); err != nil {
 		return err
 	}
-	c.createMissing(ctx)
-	c.acquire(ctx)
+	if !scannedBefore {
+		created = c.createMissing(ctx)
+	}
+	scanned := c.now()
+	c.dropLost()
+	taken := c.acquire(ctx)
+	c.log.Debug("lease round", "heartbeat_s", beat.Sub(start).Seconds(), "scan_s", scanned.Sub(beat).Seconds(),
+		"total_s", c.now().Sub(start).Seconds(), "created", created, "taken", taken)
 	return nil
 }
 
@@ -347,61 +377,17 @@ func num(n int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
 }
 
-// renew bumps the counter of every lease held, on condition that we still own it; a lease that
-// fails the condition was taken by another replica and is dropped.
-func (c *Coordinator) renew(ctx context.Context) {
-	c.mu.Lock()
-	keys := make([]string, 0, len(c.held))
-	for k := range c.held {
-		keys = append(keys, k)
-	}
-	c.mu.Unlock()
-	var g errgroup.Group
-	g.SetLimit(renewConcurrency)
-	for _, k := range keys {
-		g.Go(func() error { c.renewOne(ctx, k); return nil })
-	}
-	_ = g.Wait()
-}
-
-func (c *Coordinator) renewOne(ctx context.Context, k string) {
-	// A renewal that takes longer than a round is as good as failed.
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Duration/3)
-	defer cancel()
-	start := c.now()
-	out, err := c.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(c.cfg.Table), Key: leaseKey(k),
-		UpdateExpression:          aws.String("SET #c = #c + :one"),
-		ConditionExpression:       aws.String("#o = :me"),
-		ExpressionAttributeNames:  map[string]string{"#c": "counter", "#o": "owner"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":one": num(1), ":me": str(c.cfg.Owner)},
-		ReturnValues:              types.ReturnValueUpdatedNew,
-	})
+// dropLost forgets the held leases the last scan shows owned by another replica (taken for balance,
+// or after this replica's heartbeat stalled) or gone.
+func (c *Coordinator) dropLost() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.held[k]; !ok {
-		return // finished or released meanwhile
-	}
-	var cond *types.ConditionalCheckFailedException
-	switch {
-	case errors.As(err, &cond):
-		c.log.Info("lease lost to another replica", "lease", k)
-		delete(c.held, k)
-		delete(c.renewed, k)
-		delete(c.usable, k)
-	case err != nil && !c.fresh(k):
-		// Renewals keep failing: stop using the lease before others can see it expire, and let
-		// it go, so that this replica does not claim the shard back from its successor.
-		c.log.Warn("lease renewals failing; giving the lease up so that another replica takes it", "lease", k, "error", err)
-		delete(c.held, k)
-		delete(c.renewed, k)
-		delete(c.usable, k)
-	case err != nil:
-		c.log.Warn("renewing lease", "lease", k, "error", err)
-	default:
-		c.held[k] = numAttr(out.Attributes["counter"])
-		// The renewal took effect at some instant after start: count from start.
-		c.renewed[k] = start
+	for k := range c.held {
+		if o, ok := c.seen[k]; !ok || o.owner != c.cfg.Owner {
+			c.log.Info("lease lost to another replica", "lease", k)
+			delete(c.held, k)
+			delete(c.usable, k)
+		}
 	}
 }
 
@@ -434,6 +420,7 @@ func (c *Coordinator) scan(ctx context.Context) error {
 			if f, ok := it["finished"].(*types.AttributeValueMemberBOOL); ok {
 				o.finished = f.Value
 			}
+			o.protocol = numAttr(it["protocol"])
 			fresh[k.Value] = o
 		}
 		if start = out.LastEvaluatedKey; len(start) == 0 {
@@ -448,10 +435,32 @@ func (c *Coordinator) scan(ctx context.Context) error {
 		}
 	}
 	c.seen = fresh
+	c.scanned = true
+	for k, o := range fresh {
+		if id, ok := strings.CutPrefix(k, workerPrefix); ok && o.owner != "" && o.protocol != protocol && !c.warned[id] {
+			c.warned[id] = true
+			c.log.Error("a replica speaks another lease protocol: run every replica of this lease table on one ddb2delta version "+
+				"(replicas of lease protocol 1 take the leases of protocol 2 as expired, and the other way round)",
+				"replica", id, "its_protocol", max(o.protocol, 1), "this_protocol", protocol)
+		}
+	}
 	return nil
 }
 
-func (c *Coordinator) createMissing(ctx context.Context) {
+// alive reports whether a lease owner's heartbeat moved within the lease duration, as last
+// observed; this replica is alive to itself. A worker released on shutdown (no owner) is gone at
+// once. The caller holds mu.
+func (c *Coordinator) alive(owner string, now time.Time) bool {
+	if owner == c.cfg.Owner {
+		return true
+	}
+	w, ok := c.seen[workerPrefix+owner]
+	return ok && w.owner != "" && now.Sub(w.changed) < c.cfg.Duration
+}
+
+// createMissing creates the leases offered but not seen in the lease table, and returns how many
+// it created.
+func (c *Coordinator) createMissing(ctx context.Context) int {
 	c.mu.Lock()
 	var missing []string
 	for k := range c.offered {
@@ -460,28 +469,40 @@ func (c *Coordinator) createMissing(ctx context.Context) {
 		}
 	}
 	c.mu.Unlock()
+	var created atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(concurrency)
 	for _, k := range missing {
-		_, err := c.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(c.cfg.Table),
-			Item:                map[string]types.AttributeValue{"lease_key": str(k), "counter": num(0)},
-			ConditionExpression: aws.String("attribute_not_exists(lease_key)")})
-		var cond *types.ConditionalCheckFailedException
-		if err != nil && !errors.As(err, &cond) {
-			c.log.Warn("creating lease", "lease", k, "error", err)
-		}
+		g.Go(func() error {
+			_, err := c.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(c.cfg.Table),
+				Item:                map[string]types.AttributeValue{"lease_key": str(k), "counter": num(0)},
+				ConditionExpression: aws.String("attribute_not_exists(lease_key)")})
+			var cond *types.ConditionalCheckFailedException
+			switch {
+			case err == nil:
+				created.Add(1)
+				c.log.Debug("lease created", "lease", k)
+			case !errors.As(err, &cond):
+				c.log.Warn("creating lease", "lease", k, "error", err)
+			}
+			return nil
+		})
 	}
+	_ = g.Wait()
+	return int(created.Load())
 }
 
 // acquire takes free or expired leases up to this replica's fair share, then steals at most one.
-func (c *Coordinator) acquire(ctx context.Context) {
+// It returns how many it took.
+func (c *Coordinator) acquire(ctx context.Context) (taken int) {
 	now := c.now()
 	c.mu.Lock()
 	live := 0
 	var leases []string
 	count := map[string]int{}
 	for k, o := range c.seen {
-		if len(k) > len(workerPrefix) && k[:len(workerPrefix)] == workerPrefix {
-			// A worker that released on shutdown has no owner: it is gone at once.
-			if o.owner != "" && (now.Sub(o.changed) < c.cfg.Duration || o.owner == c.cfg.Owner) {
+		if id, ok := strings.CutPrefix(k, workerPrefix); ok {
+			if o.owner != "" && c.alive(id, now) {
 				live++
 			}
 			continue
@@ -490,7 +511,7 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			continue
 		}
 		leases = append(leases, k)
-		if o.owner != "" && now.Sub(o.changed) < c.cfg.Duration {
+		if o.owner != "" && c.alive(o.owner, now) {
 			count[o.owner]++
 		}
 	}
@@ -516,7 +537,7 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			// share, first.
 			free = append([]candidate{{k, *o}}, free...)
 			own++
-		case o.owner == "" || now.Sub(o.changed) >= c.cfg.Duration:
+		case o.owner == "" || !c.alive(o.owner, now):
 			free = append(free, candidate{k, *o})
 		case count[o.owner] > mine+1 && !c.pinned(k) && (victim == "" || count[o.owner] > count[c.seen[victim].owner]):
 			// Steal only from a replica holding at least two more than this one: 2/2/0 becomes
@@ -534,17 +555,45 @@ func (c *Coordinator) acquire(ctx context.Context) {
 	// starting together do not all race for the same ones.
 	rest := free[own:]
 	mrand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
-	for i, f := range free {
-		if mine >= share && i >= own {
-			return
-		}
-		if c.take(ctx, f.key, f.obs) {
-			mine++
-		}
+	// Own leases all, then free ones up to the share, several at a time: a replica starting
+	// among a thousand shards takes a hundred leases. A take that fails (another replica was
+	// faster) is made up with the next candidate.
+	var g errgroup.Group
+	g.SetLimit(concurrency)
+	var mu sync.Mutex
+	inFlight := 0
+	atShare := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return mine+inFlight >= share
 	}
+	for i, f := range free {
+		if i >= own && atShare() {
+			_ = g.Wait() // the takes in flight settle: failed ones leave room for more
+			if atShare() {
+				return taken
+			}
+		}
+		mu.Lock()
+		inFlight++
+		mu.Unlock()
+		g.Go(func() error {
+			ok := c.take(ctx, f.key, f.obs)
+			mu.Lock()
+			defer mu.Unlock()
+			inFlight--
+			if ok {
+				mine++
+				taken++
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
 	if mine < share && victim != "" {
 		if c.take(ctx, victim, victimObs) {
-			// Its previous owner learns of it at its next renewal (a third of the duration
+			taken++
+			// Its previous owner learns of it at its next scan (a third of the duration
 			// from now at most): until then both would read the shard (Streams allows two
 			// readers, at five calls a second between them) and the previous owner could
 			// still commit a page. Wait that long before using the lease.
@@ -554,11 +603,11 @@ func (c *Coordinator) acquire(ctx context.Context) {
 			c.log.Info("took a lease from an over-loaded replica", "lease", victim, "from", victimObs.owner)
 		}
 	}
+	return taken
 }
 
 // take claims a lease on condition that it is as observed (same counter, same owner or none).
 func (c *Coordinator) take(ctx context.Context, key string, o observed) bool {
-	start := c.now()
 	cond := "#c = :seen AND attribute_not_exists(#o)"
 	values := map[string]types.AttributeValue{":seen": num(o.counter), ":me": str(c.cfg.Owner), ":one": num(1)}
 	if o.owner != "" {
@@ -582,7 +631,6 @@ func (c *Coordinator) take(ctx context.Context, key string, o observed) bool {
 	}
 	c.mu.Lock()
 	c.held[key] = numAttr(out.Attributes["counter"])
-	c.renewed[key] = start
 	for _, ch := range c.subs {
 		select {
 		case ch <- struct{}{}:

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,8 +102,18 @@ func TestLeasesBalanceTakeOverAndHandOver(t *testing.T) {
 		}
 	}
 
-	// c dies (stops renewing): once its leases have not moved for the lease duration, as a and b
-	// observe it (from the first scan after c's last renewal), they take them over.
+	// Held leases cost no writes: a round of each replica writes its heartbeat only.
+	writes := &countingWrites{API: cs[0].api}
+	for _, c := range cs {
+		c.api = writes
+	}
+	count = round(t, cs, keys)
+	if n := writes.n.Load(); n != int64(len(cs)) || !balanced(count, 2, 2, 2) {
+		t.Fatalf("a balanced round of %d replicas holding %v made %d writes, want one heartbeat each", len(cs), count, n)
+	}
+
+	// c dies (stops heartbeating): once its heartbeat has not moved for the lease duration, as a
+	// and b observe it (from the first scan after c's last heartbeat), they take its leases over.
 	live := cs[:2]
 	rounds := 0
 	for ; rounds < 20 && !balanced(count, 3, 3); rounds++ {
@@ -184,6 +195,22 @@ func TestLeasesBalanceTakeOverAndHandOver(t *testing.T) {
 	}
 }
 
+// countingWrites counts the lease-table writes.
+type countingWrites struct {
+	API
+	n atomic.Int64
+}
+
+func (c *countingWrites) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	c.n.Add(1)
+	return c.API.UpdateItem(ctx, in, opts...)
+}
+
+func (c *countingWrites) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	c.n.Add(1)
+	return c.API.PutItem(ctx, in, opts...)
+}
+
 // failing makes a replica lose DynamoDB: while down, every call fails.
 type failing struct {
 	API
@@ -204,10 +231,10 @@ func (f *failing) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func
 	return f.API.Scan(ctx, in, opts...)
 }
 
-// TestFailingRenewalsGiveLeasesUp: a replica that cannot renew stops using its leases (Held is
-// false) before the lease duration has passed since its last renewal, which is the earliest any
-// other replica can take them; once the others take them over, it does not take them back.
-func TestFailingRenewalsGiveLeasesUp(t *testing.T) {
+// TestFailingHeartbeatsGiveLeasesUp: a replica that cannot heartbeat stops using its leases (Held
+// is false) before the lease duration has passed since its last heartbeat, which is the earliest
+// any other replica can take them; once the others take them over, it does not take them back.
+func TestFailingHeartbeatsGiveLeasesUp(t *testing.T) {
 	cs, clk, keys := coordinators(t, "a", "b")
 	var count map[string]int
 	for r := 0; r < 20 && !balanced(count, 3, 3); r++ {
@@ -217,9 +244,9 @@ func TestFailingRenewalsGiveLeasesUp(t *testing.T) {
 	f := &failing{API: cs[0].api}
 	cs[0].api = f
 	f.down = true
-	lastRenewal := clk.t
+	lastBeat := clk.t
 	ctx := stacktest.Context(t, time.Minute)
-	for clk.t.Sub(lastRenewal) < cs[0].cfg.Duration {
+	for clk.t.Sub(lastBeat) < cs[0].cfg.Duration {
 		_ = cs[0].Round(ctx)
 		if err := cs[1].Round(ctx); err != nil {
 			t.Fatal(err)
@@ -229,12 +256,12 @@ func TestFailingRenewalsGiveLeasesUp(t *testing.T) {
 			if cs[0].Held(k) {
 				held++
 				if cs[1].Held(k) {
-					t.Fatalf("at %s both replicas hold %s", clk.t.Sub(lastRenewal), k)
+					t.Fatalf("at %s both replicas hold %s", clk.t.Sub(lastBeat), k)
 				}
 			}
 		}
-		if held > 0 && clk.t.Sub(lastRenewal) >= cs[0].cfg.Duration*2/3 {
-			t.Fatalf("a still uses %d leases %s after its last renewal", held, clk.t.Sub(lastRenewal))
+		if held > 0 && clk.t.Sub(lastBeat) >= cs[0].cfg.Duration*2/3 {
+			t.Fatalf("a still uses %d leases %s after its last heartbeat", held, clk.t.Sub(lastBeat))
 		}
 		clk.t = clk.t.Add(time.Second)
 	}
@@ -247,14 +274,14 @@ func TestFailingRenewalsGiveLeasesUp(t *testing.T) {
 		t.Fatalf("b holds %v after a lost DynamoDB, want all 6", count)
 	}
 	f.down = false
-	// A stolen lease is used only after its previous owner's next renewal: a third of the
-	// duration and a tenth more.
+	// A stolen lease is used only after its previous owner's next scan: a third of the duration
+	// and a tenth more.
 	for r := 0; r < 10; r++ {
 		count = round(t, cs, keys)
 		clk.t = clk.t.Add(time.Second)
 	}
 	// Back, a balances again by the rules (a steal of at most one per round), never by taking
-	// leases b renews.
+	// leases b holds alive.
 	if count["a"]+count["b"] != 6 || count["a"] == 0 {
 		t.Fatalf("after a is back: %v", count)
 	}

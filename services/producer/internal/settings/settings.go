@@ -120,7 +120,7 @@ type Leases struct {
 	// Table is the lease table, created when missing (on-demand capacity). Default:
 	// <topic_prefix>_producer_leases.
 	Table string `yaml:"table"`
-	// Duration after which a lease whose holder stopped renewing it is taken over. Default: 10s.
+	// Duration after which the leases of a replica whose heartbeat stopped are taken over. Default: 10s.
 	Duration time.Duration `yaml:"duration"`
 }
 
