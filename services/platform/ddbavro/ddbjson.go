@@ -291,6 +291,20 @@ func MarshalDynamoJSON(v types.AttributeValue) (string, error) {
 	return string(out), err
 }
 
+// UnmarshalDynamoJSON parses the DynamoDB JSON of one value: MarshalDynamoJSON's inverse.
+func UnmarshalDynamoJSON(text string) (types.AttributeValue, error) {
+	d := json.NewDecoder(bytes.NewReader([]byte(text)))
+	d.UseNumber()
+	var tree any
+	if err := d.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("%w: value is not JSON: %v", ErrMalformed, err)
+	}
+	if d.More() {
+		return nil, fmt.Errorf("%w: text after the value", ErrMalformed)
+	}
+	return fromJSONValue(tree, 0)
+}
+
 // AppendRawItemJSON appends the DynamoDB JSON object of an item ({"a":{"S":"x"},…}, keys sorted),
 // with numbers as received, unchecked: the form in which a dead letter keeps an item that could not
 // be published. A nil item appends null.

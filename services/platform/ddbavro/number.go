@@ -165,12 +165,16 @@ func (n Number) Int64() (int64, bool) {
 }
 
 // Decimal returns n's unscaled value at scale 18 when n fits decimal(38, 18) exactly.
-func (n Number) Decimal() (*big.Int, bool) {
+func (n Number) Decimal() (*big.Int, bool) { return n.DecimalAt(decimalPrecision, decimalScale) }
+
+// DecimalAt returns n's unscaled value at scale when n fits decimal(precision, scale) exactly: at
+// most scale digits after the point and precision-scale before it.
+func (n Number) DecimalAt(precision, scale int) (*big.Int, bool) {
 	if n.digits == "" {
 		return new(big.Int), true
 	}
-	shift := n.exp + decimalScale
-	if shift < 0 || len(n.digits)+shift > decimalPrecision {
+	shift := n.exp + scale
+	if shift < 0 || len(n.digits)+shift > precision {
 		return nil, false
 	}
 	u, ok := new(big.Int).SetString(n.digits+strings.Repeat("0", shift), 10)

@@ -549,8 +549,12 @@ tables_root: %[4]s
 dead_letters: %[1]s.dlq.sink
 batch: {max_age: 500ms}
 tables:
-  - {name: orders_mirror, location: orders_mirror, topics: [%[1]s.cdc.%[2]s], mode: mirror}
-  - {name: orders_changelog, location: orders_changelog, topics: [%[1]s.cdc.%[2]s], mode: changelog}
+  - name: orders_mirror
+    location: orders_mirror
+    topics: [%[1]s.cdc.%[2]s]
+    mode: mirror
+    schema_hints: {line: long, qty: long, written_ms: long, address.inner.floor: int, address.geo: array<double>}
+  - {name: orders_changelog, location: orders_changelog, topics: [%[1]s.cdc.%[2]s], mode: changelog, schema_hints: {line: long, written_ms: long}}
   - {name: customers_mirror, location: customers_mirror, topics: [%[1]s.cdc.%[3]s], mode: mirror}
   - {name: orders_enriched, location: orders_enriched, topics: [%[1]s.enriched.orders_enriched], mode: mirror}
 `, runID, orders, customers, deltaRoot),

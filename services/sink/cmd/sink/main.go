@@ -20,6 +20,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/maintenance"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/pipeline"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/settings"
@@ -62,8 +63,12 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 		if err != nil {
 			return fmt.Errorf("table %s: %w", t.Name, err)
 		}
+		hints, err := layout.ParseHints(t.SchemaHints) // validated with the settings
+		if err != nil {
+			return fmt.Errorf("table %s: %w", t.Name, err)
+		}
 		w := writer.New(writer.Config{Name: t.Name, Mode: t.Mode, PartitionByDate: t.PartitionBy == "date",
-			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets, Properties: t.Properties}, st, rt.Log)
+			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets, Properties: t.Properties, Hints: hints}, st, rt.Log)
 		w.Table().CheckpointInterval = s.CheckpointInterval
 		w.Table().TombstoneRetention = s.Maintenance.Retention
 		cfg.Tables = append(cfg.Tables, pipeline.Table{Name: t.Name, Topics: t.Topics, Writer: w})

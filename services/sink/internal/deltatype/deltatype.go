@@ -50,8 +50,22 @@ var (
 	Binary    = DataType{Primitive: "binary"}
 	Date      = DataType{Primitive: "date"}
 	Timestamp = DataType{Primitive: "timestamp"}
+	Double    = DataType{Primitive: "double"}
 	Decimal38 = DataType{Primitive: "decimal(38,18)"}
 )
+
+// DecimalParams returns the precision and scale of a decimal type.
+func DecimalParams(t DataType) (precision, scale int, ok bool) {
+	if _, err := fmt.Sscanf(t.Primitive, "decimal(%d,%d)", &precision, &scale); err != nil {
+		return 0, 0, false
+	}
+	return precision, scale, true
+}
+
+// Decimal returns the type decimal(precision,scale).
+func Decimal(precision, scale int) DataType {
+	return DataType{Primitive: fmt.Sprintf("decimal(%d,%d)", precision, scale)}
+}
 
 // ArrayOf returns an array type of nullable elements.
 func ArrayOf(e DataType) DataType { return DataType{Array: &ArrayType{Element: e, ContainsNull: true}} }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
@@ -49,11 +51,18 @@ var lineage = []deltatype.StructField{
 
 // Layout is the column layout of one table; it evolves as events bring new attributes. Not safe
 // for concurrent use.
+//
+// Tables created by this version are typed (typed.go): one column per attribute, typed by schema
+// hints or the DynamoDB type, with _rescued_data. Tables created before it, with one column per
+// (attribute, kind of value) (columns.go), are recognised by their columns' metadata and continued
+// as they are: changing a table's columns would break every query and view over it.
 type Layout struct {
 	mode       string
 	byDate     bool
-	items      *columns
+	items      *columns      // an earlier version's table
+	typed      *typedColumns // a typed table
 	partitions []string
+	rescued    int64 // values rescued since the last call to Rescued
 }
 
 // Options configure a new table's layout.
@@ -61,7 +70,15 @@ type Options struct {
 	Mode string
 	// PartitionByDate partitions a changelog table by the UTC date of the source change (_date).
 	PartitionByDate bool
+	// Hints fix the types of attributes' columns (typed tables only).
+	Hints *Hints
 }
+
+// ConfLayout is the table property naming a typed table's layout (ConfLayoutTyped).
+const (
+	ConfLayout      = "ddb2delta.layout"
+	ConfLayoutTyped = "typed"
+)
 
 // New returns the layout of a table: read from its schema when it exists (schema non-nil), else
 // a new one.
@@ -70,12 +87,18 @@ func New(o Options, schema *deltatype.StructType, partitionColumns []string) (*L
 		return nil, fmt.Errorf("mode %q is not changelog or mirror", o.Mode)
 	}
 	l := &Layout{mode: o.Mode, byDate: o.PartitionByDate && o.Mode == Changelog}
-	reserved := []string{ColDate, ColBefore, ColAfter}
+	reserved := []string{ColDate, ColBefore, ColAfter, ColRescued}
 	for _, f := range lineage {
 		reserved = append(reserved, f.Name)
 	}
+	if o.Mode == Changelog {
+		reserved = []string{ColRescued} // the images' structs hold item columns only
+	}
 	if schema == nil {
-		l.items = newColumns(reserved...)
+		l.typed = newTypedColumns(reserved...)
+		if err := l.typed.applyHints(o.Hints.node(), nil); err != nil {
+			return nil, err
+		}
 		if l.byDate {
 			l.partitions = []string{ColDate}
 		}
@@ -92,24 +115,46 @@ func New(o Options, schema *deltatype.StructType, partitionColumns []string) (*L
 	if len(partitionColumns) > 0 && !l.byDate {
 		return nil, fmt.Errorf("the table is partitioned by %v; the sink writes tables partitioned by %s or not at all", partitionColumns, ColDate)
 	}
-	var err error
+	items := schema
 	switch o.Mode {
 	case Mirror:
-		if schema.Field(ColAfter) != nil && schema.Field(ColAfter).Type.Struct != nil && schema.Field(ColAfter).Metadata[MetaKind] == nil {
+		if a := schema.Field(ColAfter); a != nil && a.Type.Struct != nil && a.Metadata[MetaKind] == nil && a.Metadata[MetaType] == nil {
 			return nil, fmt.Errorf("the table has an %s struct column: it is a changelog table, not a mirror", ColAfter)
 		}
-		l.items, err = loadColumns(schema, reserved...)
 	case Changelog:
 		after := schema.Field(ColAfter)
-		if after == nil || after.Type.Struct == nil {
+		if after == nil || after.Type.Struct == nil || after.Metadata[MetaType] != nil {
 			return nil, fmt.Errorf("the table has no %s struct column: it is not a changelog table", ColAfter)
 		}
-		l.items, err = loadColumns(after.Type.Struct)
+		items = after.Type.Struct
+	}
+	var err error
+	if f := items.Field(ColRescued); f != nil && f.Metadata[MetaRescued] == true {
+		if l.typed, err = loadTyped(items, reserved...); err == nil {
+			err = l.typed.applyHints(o.Hints.node(), nil)
+		}
+	} else {
+		if !o.Hints.Empty() {
+			return nil, fmt.Errorf("the table was created by an earlier version of the sink, with one column per kind of value and no %s: "+
+				"schema hints need a table created by this version (remove the hints to continue this table as it is, "+
+				"or write a new table: see the sink README's migration section)", ColRescued)
+		}
+		l.items, err = loadColumns(items, reserved...)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// Typed reports whether the table has the typed layout.
+func (l *Layout) Typed() bool { return l.typed != nil }
+
+// Rescued returns how many values were rescued since the last call.
+func (l *Layout) Rescued() int64 {
+	n := l.rescued
+	l.rescued = 0
+	return n
 }
 
 // Mode returns the layout's mode.
@@ -118,9 +163,13 @@ func (l *Layout) Mode() string { return l.mode }
 // PartitionColumns returns the table's partition columns.
 func (l *Layout) PartitionColumns() []string { return l.partitions }
 
-// Schema returns the table schema: the lineage columns, then the item columns (mirror) or the
-// before and after structs (changelog), then the partition column.
+// Schema returns the table schema. Typed: the item columns (mirror) or the before and after
+// structs (changelog), then _rescued_data (mirror), the lineage columns and the partition column.
+// An earlier version's table: the lineage columns first.
 func (l *Layout) Schema() *deltatype.StructType {
+	if l.typed != nil {
+		return l.typedSchema()
+	}
 	s := &deltatype.StructType{}
 	for _, f := range lineage {
 		f.Nullable = true
@@ -141,8 +190,54 @@ func (l *Layout) Schema() *deltatype.StructType {
 	return s
 }
 
+func (l *Layout) typedSchema() *deltatype.StructType {
+	s := &deltatype.StructType{}
+	items := l.typed.structType()
+	items.Fields = append(items.Fields, deltatype.StructField{Name: ColRescued, Type: deltatype.String, Nullable: true,
+		Metadata: map[string]any{MetaRescued: true}})
+	switch l.mode {
+	case Mirror:
+		s.Fields = append(s.Fields, items.Fields...)
+	case Changelog:
+		s.Fields = append(s.Fields,
+			deltatype.StructField{Name: ColBefore, Type: deltatype.DataType{Struct: items}, Nullable: true},
+			deltatype.StructField{Name: ColAfter, Type: deltatype.DataType{Struct: items}, Nullable: true})
+	}
+	for _, f := range lineage {
+		f.Nullable = true
+		s.Fields = append(s.Fields, f)
+	}
+	if l.byDate {
+		s.Fields = append(s.Fields, deltatype.StructField{Name: ColDate, Type: deltatype.Date, Nullable: true})
+	}
+	return s
+}
+
 // Grew reports whether columns were added since the last call.
-func (l *Layout) Grew() bool { return l.items.grew() }
+func (l *Layout) Grew() bool {
+	if l.typed != nil {
+		return l.typed.grew()
+	}
+	return l.items.grew()
+}
+
+// image converts an item image to its columns' values (typed: with _rescued_data), path naming
+// the image in errors.
+func (l *Layout) image(item map[string]types.AttributeValue, path string) (map[string]any, error) {
+	if l.typed == nil {
+		return l.items.row(item, path)
+	}
+	res := rescued{}
+	out, err := l.typed.row(item, nil, res)
+	if err != nil {
+		return nil, fmt.Errorf("%s%w", path, err)
+	}
+	if out[ColRescued], err = rescuedText(res); err != nil {
+		return nil, err
+	}
+	l.rescued += int64(len(res))
+	return out, nil
+}
 
 // Origin is where an event was read from.
 type Origin struct {
@@ -178,6 +273,9 @@ func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
 	if ev.Source.EventID != nil {
 		r[ColEventID] = *ev.Source.EventID
 	}
+	if l.typed != nil {
+		defer l.typed.markKeys(key.PartitionKey.Name, sortKeyName(key)) // once their columns exist
+	}
 	switch l.mode {
 	case Mirror:
 		if ev.Op == "d" {
@@ -186,7 +284,7 @@ func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
 		if ev.After == nil {
 			return nil, fmt.Errorf("a %q event without an after image cannot update a mirror: the stream view type must include new images", ev.Op)
 		}
-		items, err := l.items.row(ev.After, "")
+		items, err := l.image(ev.After, "")
 		if err != nil {
 			return nil, err
 		}
@@ -195,12 +293,12 @@ func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
 		}
 	case Changelog:
 		if ev.Before != nil {
-			if r[ColBefore], err = l.items.row(ev.Before, "before."); err != nil {
+			if r[ColBefore], err = l.image(ev.Before, "before."); err != nil {
 				return nil, err
 			}
 		}
 		if ev.After != nil {
-			if r[ColAfter], err = l.items.row(ev.After, "after."); err != nil {
+			if r[ColAfter], err = l.image(ev.After, "after."); err != nil {
 				return nil, err
 			}
 		}
@@ -210,6 +308,13 @@ func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
 		}
 	}
 	return r, nil
+}
+
+func sortKeyName(k avrov1.Key) string {
+	if k.SortKey == nil {
+		return ""
+	}
+	return k.SortKey.Name
 }
 
 func derefOr(s *string, def string) string {

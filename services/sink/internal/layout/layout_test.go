@@ -27,11 +27,32 @@ func event(op string, seq string, before, after map[string]types.AttributeValue)
 
 var key = avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String("o-1")}}
 
-func TestMirrorColumnsGrowAndKeepEveryKind(t *testing.T) {
-	l, err := New(Options{Mode: Mirror}, nil, nil)
+// legacy returns the layout of a table created by an earlier version (one column per attribute
+// and kind of value), before any item column: its lineage columns only.
+func legacy(t *testing.T, mode string) *Layout {
+	t.Helper()
+	s := &deltatype.StructType{}
+	for _, f := range lineage {
+		f.Nullable = true
+		s.Fields = append(s.Fields, f)
+	}
+	if mode == Changelog {
+		s.Fields = append(s.Fields, deltatype.StructField{Name: ColBefore, Type: deltatype.StructOf(), Nullable: true},
+			deltatype.StructField{Name: ColAfter, Type: deltatype.StructOf(), Nullable: true})
+	}
+	l, err := New(Options{Mode: mode}, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if l.Typed() {
+		t.Fatal("an earlier version's table loaded as typed")
+	}
+	return l
+}
+
+// TestLegacyMirrorColumnsGrowAndKeepEveryKind: a table of the earlier layout is continued as it is.
+func TestLegacyMirrorColumnsGrowAndKeepEveryKind(t *testing.T) {
+	l := legacy(t, Mirror)
 	item := map[string]types.AttributeValue{
 		"id": s("o-1"), "amount": n("12"), "price": n("1.50"), "huge": n("1E+100"),
 		"tags": &types.AttributeValueMemberSS{Value: []string{"b", "a"}}, "ns": &types.AttributeValueMemberNS{Value: []string{"10", "9.0"}},
@@ -158,16 +179,13 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// TestEmptyMaps: an empty map is a present struct (all fields null), distinct from an absent map
+// TestLegacyEmptyMaps (earlier layout): an empty map is a present struct (all fields null), distinct from an absent map
 // (a null struct); a map that has no attribute gets the always-null placeholder field, since
 // Parquet has no group without children. The placeholder stays when attributes appear later, and
 // a layout loaded from the schema keeps it.
-func TestEmptyMaps(t *testing.T) {
+func TestLegacyEmptyMaps(t *testing.T) {
 	for _, mode := range []string{Mirror, Changelog} {
-		l, err := New(Options{Mode: mode}, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := legacy(t, mode)
 		empty := func() types.AttributeValue {
 			return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
 		}

@@ -44,7 +44,11 @@ func table(t *testing.T, mode string, batches [][]writer.Change) *writer.Writer 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := writer.New(writer.Config{Name: "t", Mode: mode, Buckets: 2, PartitionByDate: mode == layout.Changelog}, st, quiet)
+	hints, err := layout.ParseHints(map[string]string{"v": "long"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := writer.New(writer.Config{Name: "t", Mode: mode, Buckets: 2, PartitionByDate: mode == layout.Changelog, Hints: hints}, st, quiet)
 	t.Cleanup(w.Close) // a checkpoint being written finishes before the directory goes
 	for _, b := range batches {
 		if _, err := w.Write(context.Background(), b, nil); err != nil {

@@ -87,8 +87,13 @@ func nodeOf(t deltatype.DataType) (parquet.Node, error) {
 		return parquet.Date(), nil
 	case "timestamp":
 		return parquet.Timestamp(parquet.Microsecond), nil
-	case "decimal(38,18)":
-		return parquet.Decimal(18, 38, parquet.FixedLenByteArrayType(16)), nil
+	case "double":
+		return parquet.Leaf(parquet.DoubleType), nil
+	}
+	if p, s, ok := deltatype.DecimalParams(t); ok {
+		// Every decimal as 16 bytes (precision 38 fits), whatever its precision: Parquet allows
+		// a wider array than the precision needs, and Spark, Arrow and delta-rs read it.
+		return parquet.Decimal(s, p, parquet.FixedLenByteArrayType(16)), nil
 	}
 	return nil, fmt.Errorf("type %s is not written by the sink", t)
 }
@@ -117,7 +122,10 @@ const (
 	cTimestampMillis // other writers' units and encodings of timestamps
 	cTimestampNanos
 	cInt96
-	cDecimal
+	cDecimal      // fixed-length two's complement, any length
+	cDecimalInt32 // as other writers store small decimals (Spark: precision up to 9)
+	cDecimalInt64 // (Spark: precision up to 18)
+	cFloat64
 	cSkip // a type the sink does not use (in a file another writer made)
 )
 
@@ -217,8 +225,16 @@ func convOf(t parquet.Type) (conv, error) {
 		if _, ok := lv.(*format.DateType); ok {
 			return cDate, nil
 		}
+		if _, ok := lv.(*format.DecimalType); ok {
+			return cDecimalInt32, nil
+		}
 		return cInt32, nil
+	case parquet.Double:
+		return cFloat64, nil
 	case parquet.Int64:
+		if _, ok := lv.(*format.DecimalType); ok {
+			return cDecimalInt64, nil
+		}
 		if ts, ok := lv.(*format.TimestampType); ok {
 			switch ts.Unit.Value.(type) {
 			case *format.MilliSeconds:
@@ -237,7 +253,7 @@ func convOf(t parquet.Type) (conv, error) {
 		}
 		return cBytes, nil
 	case parquet.FixedLenByteArray:
-		if d, ok := lv.(*format.DecimalType); ok && d.Scale == 18 && t.Length() == 16 {
+		if _, ok := lv.(*format.DecimalType); ok {
 			return cDecimal, nil
 		}
 	}

@@ -185,6 +185,12 @@ func (d *decoder) read(p *plan, def, depth int) (any, error) {
 		return time.Unix(days*86400, nanos).UTC().Truncate(time.Microsecond), nil
 	case cDecimal:
 		return decimalFromBytes(v.ByteArray()), nil
+	case cDecimalInt32:
+		return big.NewInt(int64(v.Int32())), nil
+	case cDecimalInt64:
+		return big.NewInt(v.Int64()), nil
+	case cFloat64:
+		return v.Double(), nil
 	case cSkip:
 		if d.strict {
 			return nil, fmt.Errorf("column %s: a value of type %s, which the sink does not write", p.name, p.typ)

@@ -79,6 +79,8 @@ func less(a, b any) bool {
 		return x.Before(b.(time.Time))
 	case *big.Int:
 		return x.Cmp(b.(*big.Int)) < 0
+	case float64:
+		return x < b.(float64)
 	}
 	return false
 }
@@ -112,7 +114,8 @@ func statValue(typ string, v any, upper bool) any {
 		}
 		return t.Format("2006-01-02T15:04:05.000Z")
 	case *big.Int:
-		return json.Number(decimalText(x, 18))
+		_, scale, _ := deltatype.DecimalParams(deltatype.DataType{Primitive: typ})
+		return json.Number(decimalText(x, scale))
 	case string:
 		if upper {
 			return truncateMax(x, StatsPrefix)

@@ -162,6 +162,12 @@ func leafValue(p *plan, v any) (parquet.Value, error) {
 			return bad()
 		}
 		return parquet.Int64Value(t.UnixMicro()), nil
+	case cFloat64:
+		f, ok := v.(float64)
+		if !ok {
+			return bad()
+		}
+		return parquet.DoubleValue(f), nil
 	case cDecimal:
 		d, ok := v.(*big.Int)
 		if !ok {

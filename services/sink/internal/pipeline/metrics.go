@@ -15,6 +15,7 @@ type Metrics struct {
 	skipped     *prometheus.CounterVec
 	stale       *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
+	rescued     *prometheus.CounterVec
 	failures    prometheus.Counter
 }
 
@@ -44,9 +45,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Mirror changes superseded in their batch or older than the table's row for their key."}, []string{"table"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_sink_dead_letters_total",
 			Help: "Records sent to the dead-letter topic, by class (decode, mapping)."}, []string{"class"}),
+		rescued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ddb2delta_sink_rescued_values_total",
+			Help: "Attribute values that did not fit their column's type, kept exactly in the row's _rescued_data."}, []string{"table"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ddb2delta_sink_commit_failures_total",
 			Help: "Batches whose commit failed; the pipeline resumed from the tables' offsets."}),
 	}
-	reg.MustRegister(m.rows, m.bytes, m.commit, m.batchAge, m.latency, m.files, m.version, m.lag, m.skipped, m.stale, m.deadLetters, m.failures)
+	reg.MustRegister(m.rows, m.bytes, m.commit, m.batchAge, m.latency, m.files, m.version, m.lag, m.skipped, m.stale, m.deadLetters, m.rescued, m.failures)
 	return m
 }

@@ -284,6 +284,7 @@ func (p *Pipeline) commit(ctx context.Context, t *tableState) error {
 		m.commit.WithLabelValues(t.Name).Observe(time.Since(start).Seconds())
 		m.batchAge.WithLabelValues(t.Name).Observe(age.Seconds())
 		m.rows.WithLabelValues(t.Name).Add(float64(res.Rows))
+		m.rescued.WithLabelValues(t.Name).Add(float64(res.Rescued))
 		m.bytes.WithLabelValues(t.Name).Add(float64(res.Bytes))
 		m.files.WithLabelValues(t.Name).Set(float64(len(t.Writer.Snapshot().Files)))
 		m.version.WithLabelValues(t.Name).Set(float64(res.Version))

@@ -16,6 +16,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
 	"github.com/ddb2delta/ddb2delta/services/platform/service"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 )
 
 // EnvPrefix prefixes the environment variables that override the sink's keys.
@@ -104,6 +105,11 @@ type Table struct {
 	Buckets int `yaml:"buckets"`
 	// TargetFileRows bounds the rows of one data file. Default: 1000000.
 	TargetFileRows int `yaml:"target_file_rows"`
+	// SchemaHints fix the column types of attributes, by attribute path ("amount": "decimal(12,2)",
+	// "address.zip": "string", "tags": "array<string>"): string, boolean, binary, long, int,
+	// double, decimal(p,s), json, array<T>, set<T>. Unhinted attributes get their DynamoDB
+	// type's default column. Default: none.
+	SchemaHints map[string]string `yaml:"schema_hints"`
 	// Properties are table properties set when the sink creates the table (TBLPROPERTIES):
 	// the Delta ones in TableProperties, and any key outside the delta. and ddb2delta.
 	// namespaces (labels for users). Default: none.
@@ -221,6 +227,11 @@ func (s *Settings) Validate() error {
 		if !validLocation(t.Location) {
 			p.Add(key+".location", "must be a directory, file:// or s3:// URL, got %q", t.Location)
 		}
+		if _, err := layout.ParseHints(t.SchemaHints); err != nil {
+			for _, e := range unjoin(err) {
+				p.Add(key+".schema_hints", "%v", e)
+			}
+		}
 		for _, k := range slices.Sorted(maps.Keys(t.Properties)) {
 			pk, v := key+".properties."+k, t.Properties[k]
 			switch {
@@ -238,6 +249,14 @@ func (s *Settings) Validate() error {
 		}
 	}
 	return p.Err()
+}
+
+// unjoin splits an errors.Join of errors into them.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func validLocation(loc string) bool {

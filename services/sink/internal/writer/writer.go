@@ -49,6 +49,8 @@ type Config struct {
 	Buckets int
 	// Properties are set in the table's configuration when the writer creates it.
 	Properties map[string]string
+	// Hints fix the column types of attributes (schema_hints).
+	Hints *layout.Hints
 }
 
 // Change is one change event to write, with where it was read from.
@@ -74,6 +76,7 @@ type Result struct {
 	Files     int   // data files added
 	Rewritten int   // mirror: data files rewritten
 	Bytes     int64 // bytes of data files added
+	Rescued   int64 // values that did not fit their columns, kept in _rescued_data
 	Rejected  []Rejected
 }
 
@@ -132,7 +135,7 @@ func (w *Writer) adopt(snap *delta.Snapshot) error {
 			}
 		}
 	}
-	lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate}, schema, parts)
+	lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate, Hints: w.cfg.Hints}, schema, parts)
 	if err != nil {
 		return fmt.Errorf("table %s at %s: %w", w.cfg.Name, w.table.Store.Location(), err)
 	}
@@ -210,6 +213,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	res := Result{Version: -1}
 	lastTxn := map[string]int64{}
 	var rows []pending
+	w.lay.Rescued() // count this attempt's only
 	for _, ch := range changes {
 		app := AppID(ch.Origin.Topic, ch.Origin.Partition)
 		if v, ok := w.snap.TxnVersion(app); ok && ch.Origin.Offset <= v {
@@ -224,6 +228,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		}
 		rows = append(rows, pending{row: r, ch: ch})
 	}
+	res.Rescued = w.lay.Rescued()
 	if len(lastTxn) == 0 {
 		return res, nil, nil // everything was written before
 	}
@@ -238,6 +243,9 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		conf := map[string]string{delta.ConfStatsColumns: statsColumns(schema, w.lay.PartitionColumns())}
 		maps.Copy(conf, w.cfg.Properties)
 		conf["ddb2delta.mode"] = w.cfg.Mode
+		if w.lay.Typed() {
+			conf[layout.ConfLayout] = layout.ConfLayoutTyped
+		}
 		if w.cfg.Mode == layout.Mirror {
 			conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
 		}

@@ -55,9 +55,21 @@ func newWriter(t *testing.T, dir string, cfg Config) *Writer {
 	if cfg.Name == "" {
 		cfg.Name = "orders"
 	}
+	if cfg.Hints == nil {
+		cfg.Hints = intHints(t)
+	}
 	w := New(cfg, st, slog.New(slog.DiscardHandler))
 	t.Cleanup(w.Close) // a checkpoint being written finishes before the directory goes
 	return w
+}
+
+// intHints makes the tests' numeric attributes long columns (the default is decimal(38,18)).
+func intHints(t testing.TB) *layout.Hints {
+	h, err := layout.ParseHints(map[string]string{"v": "long", "n": "long"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // readTable returns every row of the table's latest version, with this package's own reader.
