@@ -18,6 +18,9 @@ type Event struct {
 	Op     string                          // c, u, d or r
 	TsMs   time.Time                       // when the producer published it
 	Source avrov1.Source
+	// ColumnTypes are the Delta column types its writer declared for top-level attributes (the
+	// enricher's projection), from the typed schema: schema hints for the sink. Nil when none.
+	ColumnTypes map[string]string
 }
 
 // Ops are the valid values of Event.Op.
@@ -80,7 +83,11 @@ func (m *Model) EvolveFor(ev *Event) (bool, error) {
 // ReadTyped decodes a typed change event written with model m (the writer's model, from the
 // schema id the record carries).
 func (m *Model) ReadTyped(data []byte) (*Event, error) {
-	return readEnvelope(data, m.readItem)
+	ev, err := readEnvelope(data, m.readItem)
+	if ev != nil {
+		ev.ColumnTypes = m.ColumnTypes()
+	}
+	return ev, err
 }
 
 // ReadDocument decodes a document-encoded change event. It uses this package's bounds-checked

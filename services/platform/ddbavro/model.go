@@ -54,6 +54,9 @@ const (
 const (
 	propAttr = "ddb.attr" // a field's DynamoDB attribute name, when it differs from the Avro name
 	propType = "ddb.type" // an array's DynamoDB type: SS, NS, BS or L
+	// propColumn is the Delta column type a writer declares for a top-level attribute (the
+	// enricher's projection): the sink takes it as a schema hint.
+	propColumn = "ddb2delta.column_type"
 )
 
 type branch struct {
@@ -66,9 +69,10 @@ type branch struct {
 type union struct{ branches []*branch }
 
 type field struct {
-	name string // Avro name
-	attr string // DynamoDB attribute name
-	typ  *union
+	name   string // Avro name
+	attr   string // DynamoDB attribute name
+	typ    *union
+	column string // declared column type (propColumn), top level only
 }
 
 type record struct {
@@ -81,8 +85,9 @@ type record struct {
 // Model is the typed encoding's schema state for one table: the item record and every named type
 // under it. It evolves as new shapes of items arrive; a Model is not safe for concurrent use.
 type Model struct {
-	item  *record
-	names map[string]bool // full names of the named types defined under item
+	item    *record
+	names   map[string]bool   // full names of the named types defined under item
+	columns map[string]string // ColumnTypes
 }
 
 // NewModel returns the model of a table not seen before: an item record with no fields yet.
@@ -149,6 +154,44 @@ func sanitizeNamespace(table string) string {
 	}
 	return strings.Join(parts, "_")
 }
+
+// SetColumnTypes declares the Delta column types of top-level attributes (attribute → type as
+// schema hints spell them), adding an optional field for an attribute not seen yet; it reports
+// whether the model changed. The schema carries them to the sink as schema hints.
+func (m *Model) SetColumnTypes(columns map[string]string) bool {
+	changed := false
+	for attr, typ := range columns {
+		f := m.item.byAttr[attr]
+		if f == nil {
+			f = m.item.addField(attr)
+			changed = true
+		}
+		if f.column != typ {
+			f.column, changed = typ, true
+		}
+	}
+	if changed {
+		m.indexColumns()
+	}
+	return changed
+}
+
+// indexColumns computes ColumnTypes' map (a new one: decoders may be reading the old one).
+func (m *Model) indexColumns() {
+	m.columns = nil
+	for _, f := range m.item.fields {
+		if f.column != "" {
+			if m.columns == nil {
+				m.columns = map[string]string{}
+			}
+			m.columns[f.attr] = f.column
+		}
+	}
+}
+
+// ColumnTypes returns the declared column types of top-level attributes (nil when none). The map
+// is shared: do not modify it.
+func (m *Model) ColumnTypes() map[string]string { return m.columns }
 
 // Evolve grows the model so that it can encode item, and reports whether it changed (then the
 // schema must be registered again). Errors name the attribute that failed, e.g. address.zip.

@@ -51,6 +51,9 @@ func (r *renderer) record(rec *record) any {
 		if f.attr != f.name {
 			fj[propAttr] = f.attr
 		}
+		if f.column != "" {
+			fj[propColumn] = f.column
+		}
 		fields = append(fields, fj)
 	}
 	return map[string]any{"type": "record", "name": rec.name, "fields": fields}
@@ -149,6 +152,7 @@ func ModelFromEnvelope(s avro.Schema) (*Model, error) {
 		return nil, err
 	}
 	p.m.item = rec
+	p.m.indexColumns()
 	return p.m, nil
 }
 
@@ -181,6 +185,7 @@ func (p *parser) record(rs *avro.RecordSchema) (*record, error) {
 			return nil, err
 		}
 		fl := &field{name: f.Name(), attr: attr, typ: u}
+		fl.column, _ = f.Prop(propColumn).(string)
 		r.fields = append(r.fields, fl)
 		r.byAttr[attr] = fl
 		r.names[fl.name] = true

@@ -100,25 +100,45 @@ func (e *TableEncoder) Encode(ctx context.Context, key avrov1.Key, ev *ddbavro.E
 	return k, v, err
 }
 
-// Declare registers, before any event, a schema whose item record can hold item: a writer that
-// knows its items' shape up front (the enricher's projection) publishes it at start-up instead of
-// with the first event. Values of item only give their kinds. Typed encoding only.
-func (e *TableEncoder) Declare(ctx context.Context, item map[string]types.AttributeValue) error {
+// Declare registers, before any event, a schema whose item record can hold item, with the Delta
+// column types of columns (attribute → type as schema hints spell it) as schema hints for the
+// sink: a writer that knows its items' shape up front (the enricher's projection) publishes it at
+// start-up instead of with the first event. Values of item only give their kinds. Typed encoding
+// only.
+func (e *TableEncoder) Declare(ctx context.Context, item map[string]types.AttributeValue, columns map[string]string) error {
 	if e.encoding != ddbavro.Typed {
 		return fmt.Errorf("table %s: only the typed encoding declares a schema", e.table)
 	}
-	next, err := e.cloneModel()
-	if err != nil {
-		return err
-	}
-	changed, err := next.Evolve(item)
-	if err != nil {
-		return fmt.Errorf("table %s: %w", e.table, err)
-	}
-	if !changed && e.valueID != 0 {
+	for attempt := 0; ; attempt++ {
+		next, err := e.cloneModel()
+		if err != nil {
+			return err
+		}
+		changed, err := next.Evolve(item)
+		if err != nil {
+			return fmt.Errorf("table %s: %w", e.table, err)
+		}
+		if next.SetColumnTypes(columns) {
+			changed = true
+		}
+		if !changed && e.valueID != 0 {
+			return nil
+		}
+		id, err := e.reg.Register(ctx, ValueSubject(e.topic), next.EnvelopeSchema())
+		var inc *IncompatibleError
+		if errors.As(err, &inc) && attempt == 0 {
+			// Another writer evolved the subject meanwhile: start again from its newest version.
+			if err := e.reload(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("table %s: %w", e.table, err)
+		}
+		e.model, e.valueID = next, id
 		return nil
 	}
-	return e.evolve(ctx, &ddbavro.Event{After: item})
 }
 
 // evolve grows a copy of the model for ev and registers it; the model in use changes only once

@@ -537,12 +537,12 @@ pipelines:
     joins: [{as: customer, global_table: customers, on: {customer_id: item.customer_id}, type: inner}]
     projection:
       - {name: order_id, expr: key.order_id}
-      - {name: line, expr: key.line}
+      - {name: line, expr: key.line, type: long}
       - {name: customer_id, expr: item.customer_id}
       - {name: customer_name, expr: customer.name}
       - {name: tier, expr: customer.tier}
       - {name: status, expr: item.status}
-      - {name: amount, expr: item.amount}
+      - {name: amount, expr: item.amount, type: "decimal(20,2)"}   # the sink's column type: others rescued
 `, runID, orders, customers),
 		"sink": fmt.Sprintf(`consumer_group: %[1]s-sink
 tables_root: %[4]s

@@ -17,6 +17,7 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/globaltable"
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/lookup"
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/settings"
+	"github.com/ddb2delta/ddb2delta/services/platform/coltype"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
 )
 
@@ -90,9 +91,10 @@ type join struct {
 }
 
 type field struct {
-	name string
-	prog *expr.Program
-	kind string // the DynamoDB kind the value must have; "" any
+	name   string
+	prog   *expr.Program
+	kind   string // the DynamoDB kind the value must have; "" any
+	column string // the Delta column type declared (a schema hint for the sink); "" none
 }
 
 // kindOf maps a projected field's declared type to a DynamoDB kind.
@@ -209,23 +211,35 @@ func compileFields(env *expr.Env, where func(string) string, what string, fields
 		if err != nil {
 			return nil, err
 		}
-		kind := kindOf[f.Type]
+		kind, known := kindOf[f.Type]
+		column := ""
+		if !known && f.Type != "" {
+			t, err := coltype.Parse(f.Type) // validated with the settings
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", where(what+" "+f.Name), err)
+			}
+			kind, column = t.DynamoKind(), t.String()
+		}
 		if f.Type == "" {
 			kind = staticKind(prog.Type)
-		} else if sk := staticKind(prog.Type); sk != "" && sk != kind && (sk != "L" || kind != "SS" && kind != "NS") {
+		} else if sk := staticKind(prog.Type); sk != "" && kind != "" && sk != kind && (sk != "L" || kind != "SS" && kind != "NS") {
 			return nil, fmt.Errorf("%s: %q is a %s, but the field declares %s", where(what+" "+f.Name), f.Expr, prog.Type, f.Type)
 		}
-		out = append(out, &field{name: f.Name, prog: prog, kind: kind})
+		out = append(out, &field{name: f.Name, prog: prog, kind: kind, column: column})
 	}
 	return out, nil
 }
 
-// declared returns an item whose values have the kinds of the fields known up front: declaring
-// it registers the output schema before any event. Lists, maps and fields of type any are
-// learnt from the values.
-func declared(fields []*field) map[string]types.AttributeValue {
+// declared returns an item whose values have the kinds of the fields known up front, and the
+// column types declared: declaring them registers the output schema before any event. Lists,
+// maps and fields of type any are learnt from the values.
+func declared(fields []*field) (map[string]types.AttributeValue, map[string]string) {
 	item := map[string]types.AttributeValue{}
+	columns := map[string]string{}
 	for _, f := range fields {
+		if f.column != "" {
+			columns[f.name] = f.column
+		}
 		switch f.kind {
 		case "S":
 			item[f.name] = &types.AttributeValueMemberS{Value: ""}
@@ -246,7 +260,7 @@ func declared(fields []*field) map[string]types.AttributeValue {
 			item[f.name] = &types.AttributeValueMemberNS{Value: []string{"0.5"}}
 		}
 	}
-	return item
+	return item, columns
 }
 
 // permissive is a Source that accepts any key: for checking expressions before the real sources

@@ -55,8 +55,8 @@ func New(ctx context.Context, s *settings.Settings, src Sources, reg *serde.Regi
 		if c.enc, err = serde.NewTableEncoder(ctx, reg, c.output, c.name, ddbavro.Typed); err != nil {
 			return nil, fmt.Errorf("pipeline %s: registering the output's schemas: %w", c.name, err)
 		}
-		if item := declared(c.fields); len(item) > 0 {
-			if err := c.enc.Declare(ctx, item); err != nil {
+		if item, columns := declared(c.fields); len(item)+len(columns) > 0 {
+			if err := c.enc.Declare(ctx, item, columns); err != nil {
 				return nil, fmt.Errorf("pipeline %s: registering the output's schema: %w", c.name, err)
 			}
 		}

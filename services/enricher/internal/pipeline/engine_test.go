@@ -80,7 +80,7 @@ pipelines:
     projection:
       - {name: order_id, expr: key.id}
       - {name: amount, expr: item.amount}
-      - {name: double_amount, expr: 'double(item.amount) * 2.0', type: number}
+      - {name: double_amount, expr: 'double(item.amount) * 2.0', type: "decimal(12,2)"}
       - {name: tier, expr: customer.tier}
       - {name: category, expr: 'product.?category.orValue("unknown")'}
       - {name: name_upper, expr: customer.name.upperAscii()}
@@ -205,6 +205,10 @@ func TestEngineFiltersJoinsAndProjects(t *testing.T) {
 	}
 	checkAttr(t, outs[2].ev.After, "category", s("unknown")) // left join miss
 	checkAttr(t, outs[2].ev.After, "double_amount", n("300"))
+	// The declared column type travels in the output's schema, to every event decoded.
+	if got := outs[2].ev.ColumnTypes; len(got) != 1 || got["double_amount"] != "decimal(12,2)" {
+		t.Errorf("declared column types %v, want double_amount decimal(12,2)", got)
+	}
 	if outs[5].ev.After != nil || outs[5].ev.Before["amount"] == nil {
 		t.Errorf("a delete carries the projection of the removed image as before: %+v", outs[5].ev)
 	}
@@ -259,6 +263,9 @@ func TestValidateNamesPipelineExpressionAndPosition(t *testing.T) {
 		`pipelines: [{name: p, inputs: [t], projection: [{name: a, expr: source.nope}]}]`:                                                                         "source.nope: no such field",
 		`pipelines: [{name: p, inputs: [t], projection: [{name: a, expr: '1', type: string}]}]`:                                                                   "pipeline p, projection a: \"1\" is a int",
 		`pipelines: [{name: p, inputs: [t], key: [{name: a, expr: '[1]'}]}]`:                                                                                      "pipeline p, key a: a key attribute",
+		`pipelines: [{name: p, inputs: [t], projection: [{name: a, expr: '"x"', type: long}]}]`:                                                                   "pipeline p, projection a: \"\\\"x\\\"\" is a string, but the field declares long",
+		`pipelines: [{name: p, inputs: [t], projection: [{name: a, expr: item.a, type: varchar}]}]`:                                                               "is not one of [string number bool bytes list map string_set number_set any] nor a column type: unknown type \"varchar\"",
+		`pipelines: [{name: p, inputs: [t], projection: [{name: a, expr: item.a, type: "set<binary>"}]}]`:                                                         "the enricher makes string and number sets, not binary ones",
 		"lookups: [{name: l, table: tab}]\npipelines: [{name: p, inputs: [t], joins: [{as: a, lookup: l, on: {id: b.x}}, {as: b, lookup: l, on: {id: item.x}}]}]": "join a, on id: uses b, which is not joined yet",
 	} {
 		st := settings.Defaults()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/awsconf"
+	"github.com/ddb2delta/ddb2delta/services/platform/coltype"
 	"github.com/ddb2delta/ddb2delta/services/platform/config"
 	"github.com/ddb2delta/ddb2delta/services/platform/kafkaclient"
 	"github.com/ddb2delta/ddb2delta/services/platform/registry"
@@ -135,8 +136,10 @@ type Field struct {
 	// Expr is a CEL expression over the event and the joins.
 	Expr string `yaml:"expr"`
 	// Type fixes the attribute's kind: string, number, bool, bytes, list, map, string_set,
-	// number_set or any. Default: the expression's type when CEL knows it, else any (the schema
-	// then follows the values seen).
+	// number_set or any; or a Delta column type as the sink's schema hints spell it (long, int,
+	// double, decimal(p,s), string, boolean, binary, json, array<T>, set<T>), which fixes the kind
+	// it implies and travels in the output's schema to the sink as the column's hint. Default:
+	// the expression's type when CEL knows it, else any (the schema then follows the values seen).
 	Type string `yaml:"type"`
 }
 
@@ -348,7 +351,11 @@ func checkFields(p *config.Problems, key string, fields []Field) {
 			p.Add(fk+".expr", "must be set")
 		}
 		if f.Type != "" && !slices.Contains(FieldTypes, f.Type) {
-			p.Add(fk+".type", "%q is not one of %v", f.Type, FieldTypes)
+			if t, err := coltype.Parse(f.Type); err != nil {
+				p.Add(fk+".type", "%q is not one of %v nor a column type: %v", f.Type, FieldTypes, err)
+			} else if t.DynamoKind() == "BS" {
+				p.Add(fk+".type", "%q: the enricher makes string and number sets, not binary ones", f.Type)
+			}
 		}
 	}
 }

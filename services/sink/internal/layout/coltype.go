@@ -1,108 +1,49 @@
 package layout
 
-// Column types of the typed layout: what an attribute's column holds, chosen by a schema hint or
-// by the DynamoDB type of the attribute's values, and how a value is put in it (or rescued when it
-// does not fit).
+// Column types of the typed layout (package coltype's grammar): what an attribute's column holds,
+// chosen by a schema hint or by the DynamoDB type of the attribute's values, and how a value is
+// put in it (or rescued when it does not fit).
 
 import (
 	"fmt"
 	"math"
 	"math/big"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/ddb2delta/ddb2delta/services/platform/coltype"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 )
 
-// Column type kinds.
+// ColType is a column's type (coltype.Type).
+type ColType = coltype.Type
+
+// The column type kinds.
 const (
-	TString  = "string"
-	TBoolean = "boolean"
-	TBinary  = "binary"
-	TLong    = "long"
-	TInt     = "int"
-	TDouble  = "double"
-	TDecimal = "decimal"
-	TJSON    = "json"   // JSON text of the value (a string column)
-	TArray   = "array"  // a list (L) whose elements all fit Elem
-	TSet     = "set"    // a set (SS, NS, BS), written as an array, sorted
-	TStruct  = "struct" // a map (M): one field per attribute
+	TString  = coltype.TString
+	TBoolean = coltype.TBoolean
+	TBinary  = coltype.TBinary
+	TLong    = coltype.TLong
+	TInt     = coltype.TInt
+	TDouble  = coltype.TDouble
+	TDecimal = coltype.TDecimal
+	TJSON    = coltype.TJSON
+	TArray   = coltype.TArray
+	TSet     = coltype.TSet
+	TStruct  = coltype.TStruct
 )
 
-// ColType is a column's type in the typed layout.
-type ColType struct {
-	Kind      string
-	Precision int      // TDecimal
-	Scale     int      // TDecimal
-	Elem      *ColType // TArray, TSet
-}
+var defaultNumber = coltype.DefaultNumber
 
-// The default number column: exact for every integer of up to 20 digits and every fraction of up
-// to 18 places (Spark's choice for unbounded decimals); other numbers are rescued.
-var defaultNumber = ColType{Kind: TDecimal, Precision: 38, Scale: 18}
-
-var decimalType = regexp.MustCompile(`^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$`)
-
-// scalarNames are the accepted spellings of the scalar kinds (Spark's aliases too).
-var scalarNames = map[string]string{
-	"string": TString, "boolean": TBoolean, "bool": TBoolean, "binary": TBinary,
-	"long": TLong, "bigint": TLong, "int": TInt, "integer": TInt, "double": TDouble, "json": TJSON,
-}
-
-// ParseType parses a schema hint's type: string, boolean, binary, long, int, double,
-// decimal(p,s), json, array<T> or set<T> (T a scalar type other than json).
-func ParseType(s string) (ColType, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	if k, ok := scalarNames[t]; ok {
-		return ColType{Kind: k}, nil
-	}
-	if m := decimalType.FindStringSubmatch(t); m != nil {
-		p, _ := strconv.Atoi(m[1])
-		sc, _ := strconv.Atoi(m[2])
-		if p < 1 || p > 38 || sc > p {
-			return ColType{}, fmt.Errorf("type %q: a decimal's precision must be 1 to 38 and its scale 0 to the precision", s)
-		}
-		return ColType{Kind: TDecimal, Precision: p, Scale: sc}, nil
-	}
-	for _, k := range []string{TArray, TSet} {
-		if inner, ok := strings.CutPrefix(t, k+"<"); ok && strings.HasSuffix(inner, ">") {
-			e, err := ParseType(strings.TrimSuffix(inner, ">"))
-			if err != nil {
-				return ColType{}, fmt.Errorf("type %q: %w", s, err)
-			}
-			if e.Elem != nil || e.Kind == TJSON {
-				return ColType{}, fmt.Errorf("type %q: elements must be string, boolean, binary, long, int, double or decimal(p,s)", s)
-			}
-			if k == TSet && e.Kind == TBoolean {
-				return ColType{}, fmt.Errorf("type %q: DynamoDB sets hold strings, numbers or binary", s)
-			}
-			return ColType{Kind: k, Elem: &e}, nil
-		}
-	}
-	if t == "struct" || strings.HasPrefix(t, "struct<") || strings.HasPrefix(t, "map<") {
-		return ColType{}, fmt.Errorf("type %q: a map attribute is a struct by default; hint its attributes by path instead (address.zip: string)", s)
-	}
-	return ColType{}, fmt.Errorf("unknown type %q: use string, boolean, binary, long, int, double, decimal(p,s), json, array<T> or set<T>", s)
-}
-
-// String renders the type as a hint would spell it (canonical).
-func (t ColType) String() string {
-	switch t.Kind {
-	case TDecimal:
-		return fmt.Sprintf("decimal(%d,%d)", t.Precision, t.Scale)
-	case TArray, TSet:
-		return t.Kind + "<" + t.Elem.String() + ">"
-	}
-	return t.Kind
-}
+// ParseType parses a schema hint's type (coltype.Parse).
+func ParseType(s string) (ColType, error) { return coltype.Parse(s) }
 
 // delta returns the Delta type of a non-struct column.
-func (t ColType) delta() deltatype.DataType {
+func deltaOf(t ColType) deltatype.DataType {
 	switch t.Kind {
 	case TString, TJSON:
 		return deltatype.String
@@ -119,7 +60,7 @@ func (t ColType) delta() deltatype.DataType {
 	case TDecimal:
 		return deltatype.Decimal(t.Precision, t.Scale)
 	case TArray, TSet:
-		return deltatype.ArrayOf(t.Elem.delta())
+		return deltatype.ArrayOf(deltaOf(*t.Elem))
 	}
 	return deltatype.StructOf()
 }
@@ -150,9 +91,9 @@ func defaultType(v types.AttributeValue) (ColType, bool) {
 	return ColType{}, false
 }
 
-// value converts v to the column's Go value; ok is false when v does not fit the column exactly
+// valueOf converts v to the column's Go value; ok is false when v does not fit the column exactly
 // (it is then rescued). Struct columns are filled by the caller. err reports a malformed number.
-func (t ColType) value(v types.AttributeValue) (out any, ok bool, err error) {
+func valueOf(t ColType, v types.AttributeValue) (out any, ok bool, err error) {
 	switch t.Kind {
 	case TString:
 		if s, is := v.(*types.AttributeValueMemberS); is {
@@ -168,7 +109,7 @@ func (t ColType) value(v types.AttributeValue) (out any, ok bool, err error) {
 		}
 	case TLong, TInt, TDouble, TDecimal:
 		if n, is := v.(*types.AttributeValueMemberN); is {
-			return t.number(n.Value)
+			return number(t, n.Value)
 		}
 	case TJSON:
 		b, fits, err := ddbavro.AppendPlainJSON(nil, v)
@@ -183,7 +124,7 @@ func (t ColType) value(v types.AttributeValue) (out any, ok bool, err error) {
 		}
 		out := make([]any, len(l.Value))
 		for i, e := range l.Value {
-			x, fits, err := t.Elem.value(e)
+			x, fits, err := valueOf(*t.Elem, e)
 			if err != nil || !fits {
 				return nil, false, err
 			}
@@ -191,13 +132,13 @@ func (t ColType) value(v types.AttributeValue) (out any, ok bool, err error) {
 		}
 		return out, true, nil
 	case TSet:
-		return t.set(v)
+		return set(t, v)
 	}
 	return nil, false, nil
 }
 
 // number converts number text to a numeric column's value, when it fits exactly.
-func (t ColType) number(text string) (any, bool, error) {
+func number(t ColType, text string) (any, bool, error) {
 	n, err := ddbavro.ParseNumber(text)
 	if err != nil {
 		return nil, false, err
@@ -231,7 +172,7 @@ func (t ColType) number(text string) (any, bool, error) {
 }
 
 // set converts a DynamoDB set of the column's element kind, sorted (sets are unordered).
-func (t ColType) set(v types.AttributeValue) (any, bool, error) {
+func set(t ColType, v types.AttributeValue) (any, bool, error) {
 	var out []any
 	switch s := v.(type) {
 	case *types.AttributeValueMemberSS:
@@ -268,7 +209,7 @@ func (t ColType) set(v types.AttributeValue) (any, bool, error) {
 		}
 		slices.SortFunc(nums, func(a, b ddbavro.Number) int { return compareNumbers(a.String(), b.String()) })
 		for _, n := range nums {
-			x, fits, err := t.Elem.number(n.String())
+			x, fits, err := number(*t.Elem, n.String())
 			if err != nil || !fits {
 				return nil, false, err
 			}
@@ -280,9 +221,9 @@ func (t ColType) set(v types.AttributeValue) (any, bool, error) {
 	return out, true, nil
 }
 
-// attribute converts a column's Go value back to the DynamoDB value it came from (value's
+// attributeOf converts a column's Go value back to the DynamoDB value it came from (valueOf's
 // inverse).
-func (t ColType) attribute(v any) (types.AttributeValue, error) {
+func attributeOf(t ColType, v any) (types.AttributeValue, error) {
 	bad := func() (types.AttributeValue, error) { return nil, fmt.Errorf("%T is not a %s value", v, t) }
 	switch t.Kind {
 	case TString:
@@ -298,7 +239,7 @@ func (t ColType) attribute(v any) (types.AttributeValue, error) {
 			return &types.AttributeValueMemberB{Value: b}, nil
 		}
 	case TLong, TInt, TDouble, TDecimal:
-		text, err := t.numberText(v)
+		text, err := numberText(t, v)
 		if err != nil {
 			return nil, err
 		}
@@ -314,7 +255,7 @@ func (t ColType) attribute(v any) (types.AttributeValue, error) {
 		}
 		l := &types.AttributeValueMemberL{Value: make([]types.AttributeValue, len(xs))}
 		for i, x := range xs {
-			e, err := t.Elem.attribute(x)
+			e, err := attributeOf(*t.Elem, x)
 			if err != nil {
 				return nil, err
 			}
@@ -350,7 +291,7 @@ func (t ColType) attribute(v any) (types.AttributeValue, error) {
 		}
 		out := &types.AttributeValueMemberNS{}
 		for _, x := range xs {
-			text, err := t.Elem.numberText(x)
+			text, err := numberText(*t.Elem, x)
 			if err != nil {
 				return nil, err
 			}
@@ -362,7 +303,7 @@ func (t ColType) attribute(v any) (types.AttributeValue, error) {
 }
 
 // numberText renders a numeric column's Go value as canonical DynamoDB number text.
-func (t ColType) numberText(v any) (string, error) {
+func numberText(t ColType, v any) (string, error) {
 	switch x := v.(type) {
 	case int64:
 		return strconv.FormatInt(x, 10), nil

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -62,7 +63,8 @@ type Layout struct {
 	items      *columns      // an earlier version's table
 	typed      *typedColumns // a typed table
 	partitions []string
-	rescued    int64 // values rescued since the last call to Rescued
+	rescued    int64            // values rescued since the last call to Rescued
+	declared   map[uintptr]bool // ColumnTypes maps of writers' schemas already applied
 }
 
 // Options configure a new table's layout.
@@ -145,6 +147,34 @@ func New(o Options, schema *deltatype.StructType, partitionColumns []string) (*L
 		return nil, err
 	}
 	return l, nil
+}
+
+// declare applies the column types an event's writer declared in its schema (the enricher's
+// projection) as schema hints: a declared attribute without a column gets it, with that type,
+// before any value. Configured hints were applied first and win: an attribute whose column
+// exists keeps it (values that do not fit are rescued). Each schema's map is applied once.
+func (l *Layout) declare(columns map[string]string) error {
+	if len(columns) == 0 {
+		return nil
+	}
+	id := reflect.ValueOf(columns).Pointer()
+	if l.declared[id] {
+		return nil
+	}
+	for _, attr := range sortedKeys(columns) {
+		t, err := ParseType(columns[attr])
+		if err != nil {
+			return fmt.Errorf("the writer's schema declares attribute %s as %w", attr, err)
+		}
+		if l.typed.byAttr[attr] == nil {
+			l.typed.add(attr, t)
+		}
+	}
+	if l.declared == nil {
+		l.declared = map[uintptr]bool{}
+	}
+	l.declared[id] = true
+	return nil
 }
 
 // Typed reports whether the table has the typed layout.
@@ -274,6 +304,9 @@ func (l *Layout) Row(ev *ddbavro.Event, key avrov1.Key, o Origin) (Row, error) {
 		r[ColEventID] = *ev.Source.EventID
 	}
 	if l.typed != nil {
+		if err := l.declare(ev.ColumnTypes); err != nil {
+			return nil, err
+		}
 		defer l.typed.markKeys(key.PartitionKey.Name, sortKeyName(key)) // once their columns exist
 	}
 	switch l.mode {

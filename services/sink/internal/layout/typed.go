@@ -83,7 +83,7 @@ func loadTyped(s *deltatype.StructType, reserved ...string) (*typedColumns, erro
 			if err != nil {
 				return nil, fmt.Errorf("column %s: %w", f.Name, err)
 			}
-			if !t.delta().Equal(f.Type) {
+			if !deltaOf(t).Equal(f.Type) {
 				return nil, fmt.Errorf("column %s is marked %s but has type %s", f.Name, spelled, f.Type)
 			}
 			tf.typ = t
@@ -189,7 +189,7 @@ func (c *typedColumns) structType() *deltatype.StructType {
 		if f.key != "" {
 			meta[MetaKey] = f.key
 		}
-		typ := f.typ.delta()
+		typ := deltaOf(f.typ)
 		if f.nested != nil {
 			typ = deltatype.DataType{Struct: f.nested.structType()}
 		}
@@ -259,7 +259,7 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 			out[f.name] = sub
 			continue
 		}
-		x, fits, err := f.typ.value(v)
+		x, fits, err := valueOf(f.typ, v)
 		if err != nil {
 			return nil, fmt.Errorf("attribute %s: %w", FormatPath(append(slices.Clone(path), attr)), err)
 		}
@@ -366,7 +366,7 @@ func (c *typedColumns) item(row map[string]any) (map[string]types.AttributeValue
 			inner, err = f.nested.item(m)
 			av = &types.AttributeValueMemberM{Value: inner}
 		} else {
-			av, err = f.typ.attribute(v)
+			av, err = attributeOf(f.typ, v)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("column %s: %w", f.name, err)

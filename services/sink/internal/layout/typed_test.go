@@ -506,3 +506,28 @@ func TestReadmeExample(t *testing.T) {
 		t.Errorf("columns %s", got)
 	}
 }
+
+// TestDeclaredColumnTypes: column types a writer declares in its schema (the enricher's
+// projection) type the columns from the first event on, after the configured hints, which win.
+func TestDeclaredColumnTypes(t *testing.T) {
+	lay := typedLayout(t, Changelog, map[string]string{"qty": "int"})
+	ev := event("c", "1", nil, map[string]types.AttributeValue{"id": s("o-1"), "amount": n("0.125")})
+	ev.ColumnTypes = map[string]string{"amount": "decimal(12,2)", "qty": "long", "fee": "double"}
+	r, err := lay.Row(ev, key, Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := lay.Schema().Field(ColAfter).Type.Struct
+	for c, typ := range map[string]deltatype.DataType{"amount": deltatype.Decimal(12, 2), "qty": deltatype.Integer, "fee": deltatype.Double} {
+		if f := after.Field(c); f == nil || !f.Type.Equal(typ) {
+			t.Errorf("column %s: %+v, want %s", c, f, typ)
+		}
+	}
+	if img := r[ColAfter].(map[string]any); img["amount"] != nil || img[ColRescued] != `{"amount":{"N":"0.125"}}` {
+		t.Errorf("after image %v", img)
+	}
+	ev.ColumnTypes = map[string]string{"amount": "varchar"}
+	if _, err := lay.Row(ev, key, Origin{}); err == nil || !strings.Contains(err.Error(), `declares attribute amount as unknown type "varchar"`) {
+		t.Errorf("a bad declared type: %v", err)
+	}
+}
