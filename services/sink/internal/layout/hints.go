@@ -84,7 +84,7 @@ func (n *hintNode) checkParents(typed *hintNode) []error {
 }
 
 // Empty reports whether there are no hints.
-func (h *Hints) Empty() bool { return h == nil || len(h.root.children) == 0 }
+func (h *Hints) Empty() bool { return h == nil || h.root == nil || len(h.root.children) == 0 }
 
 // node returns the hints of a path's level (nil when none).
 func (h *Hints) node() *hintNode {

@@ -65,6 +65,8 @@ type Layout struct {
 	partitions []string
 	rescued    int64            // values rescued since the last call to Rescued
 	declared   map[uintptr]bool // ColumnTypes maps of writers' schemas already applied
+	mixed      []string         // attribute paths newly seen with another DynamoDB type than their column's
+	mixedSeen  map[string]bool
 }
 
 // Options configure a new table's layout.
@@ -180,6 +182,15 @@ func (l *Layout) declare(columns map[string]string) error {
 // Typed reports whether the table has the typed layout.
 func (l *Layout) Typed() bool { return l.typed != nil }
 
+// Mixed returns the attribute paths seen, since the last call and for the first time, with a
+// value of another DynamoDB type than their column holds (the value was rescued). Without a hint
+// such an attribute's column is typed by whichever type came first: worth a warning.
+func (l *Layout) Mixed() []string {
+	out := l.mixed
+	l.mixed = nil
+	return out
+}
+
 // Rescued returns how many values were rescued since the last call.
 func (l *Layout) Rescued() int64 {
 	n := l.rescued
@@ -257,15 +268,24 @@ func (l *Layout) image(item map[string]types.AttributeValue, path string) (map[s
 	if l.typed == nil {
 		return l.items.row(item, path)
 	}
-	res := rescued{}
+	res := newRescued()
 	out, err := l.typed.row(item, nil, res)
 	if err != nil {
 		return nil, fmt.Errorf("%s%w", path, err)
 	}
-	if out[ColRescued], err = rescuedText(res); err != nil {
+	if out[ColRescued], err = rescuedText(res.values); err != nil {
 		return nil, err
 	}
-	l.rescued += int64(len(res))
+	l.rescued += int64(len(res.values))
+	for _, p := range res.mixed {
+		if !l.mixedSeen[p] {
+			if l.mixedSeen == nil {
+				l.mixedSeen = map[string]bool{}
+			}
+			l.mixedSeen[p] = true
+			l.mixed = append(l.mixed, p)
+		}
+	}
 	return out, nil
 }
 

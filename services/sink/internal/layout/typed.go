@@ -219,12 +219,18 @@ func (c *typedColumns) markKeys(hash, rng string) {
 	}
 }
 
-// rescued collects the values that did not fit their columns, by attribute path.
-type rescued map[string]types.AttributeValue
+// rescued collects the values that did not fit their columns, by attribute path, and the paths of
+// values whose DynamoDB type is not their column's (an attribute of mixed types).
+type rescued struct {
+	values map[string]types.AttributeValue
+	mixed  []string
+}
+
+func newRescued() *rescued { return &rescued{values: map[string]types.AttributeValue{}} }
 
 // row converts an item (or a map at path) to a struct value, adding columns for new attributes
 // and collecting in res the values that do not fit.
-func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, res rescued) (map[string]any, error) {
+func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, res *rescued) (map[string]any, error) {
 	out := make(map[string]any, len(item))
 	for _, attr := range sortedKeys(item) {
 		v := item[attr]
@@ -232,7 +238,7 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 			// NULL has no type: it reads as null in whatever column the attribute has, and is
 			// kept in _rescued_data (whether or not the column exists yet, so that rows do not
 			// depend on the order of arrival).
-			res[FormatPath(append(slices.Clone(path), attr))] = v
+			res.values[FormatPath(append(slices.Clone(path), attr))] = v
 			continue
 		}
 		f := c.byAttr[attr]
@@ -241,7 +247,7 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 			if m, isMap := v.(*types.AttributeValueMemberM); !ok || (isMap && len(m.Value) == 0) {
 				// NULL has no type, and an empty map would make a struct without fields: kept in
 				// _rescued_data, and the column is made by the first value that has one.
-				res[FormatPath(append(slices.Clone(path), attr))] = v
+				res.values[FormatPath(append(slices.Clone(path), attr))] = v
 				continue
 			}
 			f = c.add(attr, t)
@@ -249,7 +255,10 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 		if f.nested != nil {
 			m, isMap := v.(*types.AttributeValueMemberM)
 			if !isMap || len(m.Value) == 0 {
-				res[FormatPath(append(slices.Clone(path), attr))] = v
+				res.values[FormatPath(append(slices.Clone(path), attr))] = v
+				if !isMap {
+					res.mixed = append(res.mixed, FormatPath(append(slices.Clone(path), attr)))
+				}
 				continue
 			}
 			sub, err := f.nested.row(m.Value, append(slices.Clone(path), attr), res)
@@ -264,7 +273,11 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 			return nil, fmt.Errorf("attribute %s: %w", FormatPath(append(slices.Clone(path), attr)), err)
 		}
 		if !fits {
-			res[FormatPath(append(slices.Clone(path), attr))] = v
+			p := FormatPath(append(slices.Clone(path), attr))
+			res.values[p] = v
+			if k := f.typ.DynamoKind(); k != "" && k != dynamoKind(v) {
+				res.mixed = append(res.mixed, p)
+			}
 			continue
 		}
 		out[f.name] = x
@@ -274,7 +287,7 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 
 // rescuedText renders rescued values as the _rescued_data column's JSON: path → DynamoDB JSON,
 // keys sorted; nil when there are none.
-func rescuedText(res rescued) (any, error) {
+func rescuedText(res map[string]types.AttributeValue) (any, error) {
 	if len(res) == 0 {
 		return nil, nil
 	}
@@ -291,6 +304,31 @@ func rescuedText(res rescued) (any, error) {
 		b = append(b, v...)
 	}
 	return string(append(b, '}')), nil
+}
+
+// dynamoKind is the DynamoDB type of a value: S, N, B, BOOL, NULL, SS, NS, BS, L or M.
+func dynamoKind(v types.AttributeValue) string {
+	switch v.(type) {
+	case *types.AttributeValueMemberS:
+		return "S"
+	case *types.AttributeValueMemberN:
+		return "N"
+	case *types.AttributeValueMemberB:
+		return "B"
+	case *types.AttributeValueMemberBOOL:
+		return "BOOL"
+	case *types.AttributeValueMemberSS:
+		return "SS"
+	case *types.AttributeValueMemberNS:
+		return "NS"
+	case *types.AttributeValueMemberBS:
+		return "BS"
+	case *types.AttributeValueMemberL:
+		return "L"
+	case *types.AttributeValueMemberM:
+		return "M"
+	}
+	return "NULL"
 }
 
 // ParseRescued reads a _rescued_data value back: attribute path → value.

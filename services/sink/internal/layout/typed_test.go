@@ -531,3 +531,42 @@ func TestDeclaredColumnTypes(t *testing.T) {
 		t.Errorf("a bad declared type: %v", err)
 	}
 }
+
+// TestMixedTypes: an attribute whose values have several DynamoDB types is reported once (the
+// writer warns), its values stay exact in any order, and a json hint makes its column and rows
+// independent of the order.
+func TestMixedTypes(t *testing.T) {
+	items := []map[string]types.AttributeValue{
+		{"id": s("a"), "price": n("12.5")}, {"id": s("b"), "price": s("N/A")}, {"id": s("c"), "price": &types.AttributeValueMemberBOOL{Value: true}},
+	}
+	for _, hints := range []map[string]string{nil, {"price": "json"}} {
+		var schemas []string
+		var rows []map[string]any
+		for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}} {
+			lay := typedLayout(t, Mirror, hints)
+			byID := map[string]any{}
+			for _, i := range order {
+				k := avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String(fmt.Sprint("k", i))}}
+				r, err := lay.Row(event("c", fmt.Sprint(i+1), nil, items[i]), k, Origin{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := lay.Item(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertSameItem(t, got, items[i])
+				byID[fmt.Sprint(i)] = withoutLineage(r)
+			}
+			mixed := lay.Mixed()
+			if hints == nil && len(mixed) != 1 || hints != nil && len(mixed) != 0 || len(lay.Mixed()) != 0 {
+				t.Errorf("hints %v: mixed %v", hints, mixed)
+			}
+			schemas = append(schemas, mustJSON(lay.Schema()))
+			rows = append(rows, byID)
+		}
+		if same := schemas[0] == schemas[1] && reflect.DeepEqual(rows[0], rows[1]); same != (hints != nil) {
+			t.Errorf("hints %v: order independent %v", hints, same)
+		}
+	}
+}

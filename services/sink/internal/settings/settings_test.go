@@ -25,7 +25,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 consumer_group: ""
 tables_root: "ftp://x"
 tables:
-  - {name: t, topics: ["bad topic"], mode: upsert, location: ""}
+  - {name: t, topics: ["bad topic"], mode: upsert, location: "", schema_hints: {amount: "decimal(40,2)", address: json, address.zip: string}}
   - {name: t, topics: [], mode: upsert, location: "s3://"}
 `
 	path := filepath.Join(t.TempDir(), "sink.yaml")
@@ -40,6 +40,8 @@ tables:
 		"http.listen", "consumer_group: must be set", "tables_root:", `tables[0].topics: "bad topic"`,
 		`tables[0].mode: "upsert"`, "tables[0].location", "tables[1].topics: must list", "tables[1].location",
 		`tables[1].name: table "t" is defined twice`,
+		`tables[0].schema_hints: schema hint "amount": type "decimal(40,2)"`,
+		`tables[0].schema_hints: schema hint "address.zip" is a path into "address", which is hinted as json, not a map`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)

@@ -229,6 +229,11 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		rows = append(rows, pending{row: r, ch: ch})
 	}
 	res.Rescued = w.lay.Rescued()
+	for _, p := range w.lay.Mixed() {
+		w.log.Warn("an attribute has values of another DynamoDB type than its column: they are kept in _rescued_data, "+
+			"and which type got the column depended on arrival order; give it a schema hint (json takes most types)",
+			"table", w.cfg.Name, "attribute", p)
+	}
 	if len(lastTxn) == 0 {
 		return res, nil, nil // everything was written before
 	}

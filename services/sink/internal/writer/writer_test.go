@@ -264,3 +264,51 @@ func TestRejectedChangesAreHandedOverBeforeTheCommit(t *testing.T) {
 		t.Fatalf("next offset %d", w.NextOffset("cdc", 0))
 	}
 }
+
+// TestTableOfAnEarlierLayoutContinues: a table created by an earlier version (one column per
+// attribute and kind, no _rescued_data) is written on as it is: a value of a second kind gets its
+// own column, as it did then, and schema hints are refused naming the way out.
+func TestTableOfAnEarlierLayoutContinues(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w := newWriter(t, dir, Config{Mode: layout.Mirror, Hints: &layout.Hints{}})
+	// Version 0 as the earlier version wrote it: lineage columns first, then "v" as kind n.
+	schema := `{"type":"struct","fields":[` +
+		`{"name":"_key","type":"string","nullable":true,"metadata":{}},{"name":"_op","type":"string","nullable":true,"metadata":{}},` +
+		`{"name":"_sequence_number","type":"string","nullable":true,"metadata":{}},{"name":"_snapshot","type":"boolean","nullable":true,"metadata":{}},` +
+		`{"name":"_ttl_delete","type":"boolean","nullable":true,"metadata":{}},{"name":"_source_time","type":"timestamp","nullable":true,"metadata":{}},` +
+		`{"name":"_producer_time","type":"timestamp","nullable":true,"metadata":{}},{"name":"_source_table","type":"string","nullable":true,"metadata":{}},` +
+		`{"name":"_shard_id","type":"string","nullable":true,"metadata":{}},{"name":"_event_id","type":"string","nullable":true,"metadata":{}},` +
+		`{"name":"_kafka_topic","type":"string","nullable":true,"metadata":{}},{"name":"_kafka_partition","type":"integer","nullable":true,"metadata":{}},` +
+		`{"name":"_kafka_offset","type":"long","nullable":true,"metadata":{}},` +
+		`{"name":"v","type":"long","nullable":true,"metadata":{"ddb.attr":"v","ddb.kind":"n"}}]}`
+	snap, err := w.Table().Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Table().Commit(ctx, snap, []delta.Action{
+		{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
+		{MetaData: &delta.Metadata{ID: delta.NewID(), Format: delta.Format{Provider: "parquet", Options: map[string]string{}}, SchemaString: schema,
+			PartitionColumns: []string{}, Configuration: map[string]string{"ddb2delta.mode": "mirror", ConfBuckets: "4"}}},
+	}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(ctx, []Change{change("c", "a", 1, false, map[string]types.AttributeValue{"v": num(7)}, 0, 1),
+		change("c", "b", 2, false, map[string]types.AttributeValue{"v": str("seven")}, 0, 2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range readTable(t, w) {
+		got[r["_key"].(string)] = fmt.Sprint(r["v"], "|", r["v__s"], "|", r[layout.ColRescued])
+	}
+	if got[`[["S","a"]]`] != "7|<nil>|<nil>" || got[`[["S","b"]]`] != "<nil>|seven|<nil>" {
+		t.Fatalf("rows of the earlier layout's table: %v", got)
+	}
+	hinted := newWriter(t, dir, Config{Mode: layout.Mirror})
+	if err := hinted.Load(ctx); err == nil || !strings.Contains(err.Error(), "created by an earlier version of the sink") {
+		t.Fatalf("hints on an earlier version's table: %v", err)
+	}
+}
