@@ -74,7 +74,7 @@ tables_root: %s
 batch: {max_rows: 40, max_age: 200ms}
 checkpoint_interval: 5
 tables:
-  - {name: mirror, topics: [%s], mode: mirror, location: mirror, buckets: 4}
+  - {name: mirror, topics: [%s], mode: mirror, location: mirror, buckets: 4, schema_hints: {v: long}}
   - {name: changelog, topics: [%s], mode: changelog, location: changelog, partition_by: date}
 `, prefix, prefix, dir, topic, topic)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
