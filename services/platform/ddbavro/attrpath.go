@@ -3,6 +3,8 @@ package ddbavro
 import (
 	"fmt"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // ParseAttributePath splits an attribute path (a schema hint's, a rescued value's): attributes separated by ".", an attribute holding "." or
@@ -73,4 +75,19 @@ func FormatAttributePath(path []string) string {
 		b.WriteString(seg)
 	}
 	return b.String()
+}
+
+// SetAtPath sets the attribute at path (from ParseAttributePath) of item to v, making the maps on
+// the way when missing (or not maps). path must not be empty.
+func SetAtPath(item map[string]types.AttributeValue, path []string, v types.AttributeValue) {
+	m := item
+	for _, seg := range path[:len(path)-1] {
+		inner, ok := m[seg].(*types.AttributeValueMemberM)
+		if !ok {
+			inner = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
+			m[seg] = inner
+		}
+		m = inner.Value
+	}
+	m[path[len(path)-1]] = v
 }

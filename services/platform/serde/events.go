@@ -109,50 +109,39 @@ func (e *TableEncoder) Declare(ctx context.Context, item map[string]types.Attrib
 	if e.encoding != ddbavro.Typed {
 		return fmt.Errorf("table %s: only the typed encoding declares a schema", e.table)
 	}
-	for attempt := 0; ; attempt++ {
-		next, err := e.cloneModel()
-		if err != nil {
-			return err
-		}
+	return e.grow(ctx, func(next *ddbavro.Model) (bool, error) {
 		changed, err := next.Evolve(item)
-		if err != nil {
-			return fmt.Errorf("table %s: %w", e.table, err)
-		}
 		if next.SetColumnTypes(columns) {
 			changed = true
 		}
-		if !changed && e.valueID != 0 {
-			return nil
-		}
-		id, err := e.reg.Register(ctx, ValueSubject(e.topic), next.EnvelopeSchema())
-		var inc *IncompatibleError
-		if errors.As(err, &inc) && attempt == 0 {
-			// Another writer evolved the subject meanwhile: start again from its newest version.
-			if err := e.reload(ctx); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("table %s: %w", e.table, err)
-		}
-		e.model, e.valueID = next, id
-		return nil
-	}
+		return changed || e.valueID == 0, err
+	})
 }
 
-// evolve grows a copy of the model for ev and registers it; the model in use changes only once
-// the registry has accepted the new schema, so no record ever carries an id of a schema that does
-// not describe it. If the registry refuses because another writer evolved the subject meanwhile,
-// it restarts from the registry's newest version once.
+// evolve grows a copy of the model for ev and registers it.
 func (e *TableEncoder) evolve(ctx context.Context, ev *ddbavro.Event) error {
+	return e.grow(ctx, func(next *ddbavro.Model) (bool, error) {
+		_, err := next.EvolveFor(ev)
+		return true, err
+	})
+}
+
+// grow applies change to a copy of the model and, when it reports a change, registers the copy;
+// the model in use changes only once the registry has accepted the new schema, so no record ever
+// carries an id of a schema that does not describe it. If the registry refuses because another
+// writer evolved the subject meanwhile, it restarts from the registry's newest version once.
+func (e *TableEncoder) grow(ctx context.Context, change func(*ddbavro.Model) (bool, error)) error {
 	for attempt := 0; ; attempt++ {
 		next, err := e.cloneModel()
 		if err != nil {
 			return err
 		}
-		if _, err := next.EvolveFor(ev); err != nil {
+		changed, err := change(next)
+		if err != nil {
 			return fmt.Errorf("table %s: %w", e.table, err)
+		}
+		if !changed {
+			return nil
 		}
 		id, err := e.reg.Register(ctx, ValueSubject(e.topic), next.EnvelopeSchema())
 		var inc *IncompatibleError

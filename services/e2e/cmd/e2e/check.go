@@ -87,16 +87,7 @@ func itemOf(fields []deltaField, row map[string]any) (map[string]types.Attribute
 			if err != nil {
 				return nil, err
 			}
-			m := item
-			for _, seg := range path[:len(path)-1] {
-				inner, ok := m[seg].(*types.AttributeValueMemberM)
-				if !ok {
-					inner = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
-					m[seg] = inner
-				}
-				m = inner.Value
-			}
-			m[path[len(path)-1]] = v
+			ddbavro.SetAtPath(item, path, v)
 		}
 	}
 	return ddbavro.CanonicalItem(item)
@@ -149,18 +140,7 @@ func typedValueOf(spelled string, typ json.RawMessage, v any) (types.AttributeVa
 	}
 	switch {
 	case spelled == "struct":
-		row, ok := v.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("%T is not a struct", v)
-		}
-		var st struct {
-			Fields []deltaField `json:"fields"`
-		}
-		if err := json.Unmarshal(typ, &st); err != nil {
-			return nil, fmt.Errorf("struct type: %w", err)
-		}
-		m, err := columnsOf(st.Fields, row)
-		return &types.AttributeValueMemberM{Value: m}, err
+		return structValue(typ, v, columnsOf)
 	case spelled == "string":
 		t, err := text()
 		return &types.AttributeValueMemberS{Value: t}, err
@@ -322,20 +302,25 @@ func valueOf(kind string, typ json.RawMessage, v any) (types.AttributeValue, err
 		t, err := str()
 		return &types.AttributeValueMemberS{Value: "L:" + t}, err // compared as DynamoDB JSON text
 	case "m":
-		row, ok := v.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("%T is not a struct", v)
-		}
-		var st struct {
-			Fields []deltaField `json:"fields"`
-		}
-		if err := json.Unmarshal(typ, &st); err != nil {
-			return nil, fmt.Errorf("struct type: %w", err)
-		}
-		m, err := itemOf(st.Fields, row)
-		return &types.AttributeValueMemberM{Value: m}, err
+		return structValue(typ, v, itemOf)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
+}
+
+// structValue converts a struct column's value (typ its Delta type) to a map, its fields by conv.
+func structValue(typ json.RawMessage, v any, conv func([]deltaField, map[string]any) (map[string]types.AttributeValue, error)) (types.AttributeValue, error) {
+	row, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a struct", v)
+	}
+	var st struct {
+		Fields []deltaField `json:"fields"`
+	}
+	if err := json.Unmarshal(typ, &st); err != nil {
+		return nil, fmt.Errorf("struct type: %w", err)
+	}
+	m, err := conv(st.Fields, row)
+	return &types.AttributeValueMemberM{Value: m}, err
 }
 
 // comparable renders an item for comparison: canonical, lists as their DynamoDB JSON text (the

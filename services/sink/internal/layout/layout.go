@@ -208,15 +208,23 @@ func (l *Layout) PartitionColumns() []string { return l.partitions }
 // structs (changelog), then _rescued_data (mirror), the lineage columns and the partition column.
 // An earlier version's table: the lineage columns first.
 func (l *Layout) Schema() *deltatype.StructType {
+	var items *deltatype.StructType
 	if l.typed != nil {
-		return l.typedSchema()
+		items = l.typed.structType()
+		items.Fields = append(items.Fields, deltatype.StructField{Name: ColRescued, Type: deltatype.String, Nullable: true,
+			Metadata: map[string]any{MetaRescued: true}})
+	} else {
+		items = l.items.structType()
 	}
-	s := &deltatype.StructType{}
+	var lin []deltatype.StructField
 	for _, f := range lineage {
 		f.Nullable = true
-		s.Fields = append(s.Fields, f)
+		lin = append(lin, f)
 	}
-	items := l.items.structType()
+	s := &deltatype.StructType{}
+	if l.typed == nil {
+		s.Fields = append(s.Fields, lin...)
+	}
 	switch l.mode {
 	case Mirror:
 		s.Fields = append(s.Fields, items.Fields...)
@@ -225,28 +233,8 @@ func (l *Layout) Schema() *deltatype.StructType {
 			deltatype.StructField{Name: ColBefore, Type: deltatype.DataType{Struct: items}, Nullable: true},
 			deltatype.StructField{Name: ColAfter, Type: deltatype.DataType{Struct: items}, Nullable: true})
 	}
-	if l.byDate {
-		s.Fields = append(s.Fields, deltatype.StructField{Name: ColDate, Type: deltatype.Date, Nullable: true})
-	}
-	return s
-}
-
-func (l *Layout) typedSchema() *deltatype.StructType {
-	s := &deltatype.StructType{}
-	items := l.typed.structType()
-	items.Fields = append(items.Fields, deltatype.StructField{Name: ColRescued, Type: deltatype.String, Nullable: true,
-		Metadata: map[string]any{MetaRescued: true}})
-	switch l.mode {
-	case Mirror:
-		s.Fields = append(s.Fields, items.Fields...)
-	case Changelog:
-		s.Fields = append(s.Fields,
-			deltatype.StructField{Name: ColBefore, Type: deltatype.DataType{Struct: items}, Nullable: true},
-			deltatype.StructField{Name: ColAfter, Type: deltatype.DataType{Struct: items}, Nullable: true})
-	}
-	for _, f := range lineage {
-		f.Nullable = true
-		s.Fields = append(s.Fields, f)
+	if l.typed != nil {
+		s.Fields = append(s.Fields, lin...)
 	}
 	if l.byDate {
 		s.Fields = append(s.Fields, deltatype.StructField{Name: ColDate, Type: deltatype.Date, Nullable: true})

@@ -275,7 +275,7 @@ func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, 
 		if !fits {
 			p := FormatPath(append(slices.Clone(path), attr))
 			res.values[p] = v
-			if k := f.typ.DynamoKind(); k != "" && k != dynamoKind(v) {
+			if k := f.typ.DynamoKind(); k != "" && k != ddbavro.TypeName(v) {
 				res.mixed = append(res.mixed, p)
 			}
 			continue
@@ -304,31 +304,6 @@ func rescuedText(res map[string]types.AttributeValue) (any, error) {
 		b = append(b, v...)
 	}
 	return string(append(b, '}')), nil
-}
-
-// dynamoKind is the DynamoDB type of a value: S, N, B, BOOL, NULL, SS, NS, BS, L or M.
-func dynamoKind(v types.AttributeValue) string {
-	switch v.(type) {
-	case *types.AttributeValueMemberS:
-		return "S"
-	case *types.AttributeValueMemberN:
-		return "N"
-	case *types.AttributeValueMemberB:
-		return "B"
-	case *types.AttributeValueMemberBOOL:
-		return "BOOL"
-	case *types.AttributeValueMemberSS:
-		return "SS"
-	case *types.AttributeValueMemberNS:
-		return "NS"
-	case *types.AttributeValueMemberBS:
-		return "BS"
-	case *types.AttributeValueMemberL:
-		return "L"
-	case *types.AttributeValueMemberM:
-		return "M"
-	}
-	return "NULL"
 }
 
 // ParseRescued reads a _rescued_data value back: attribute path → value.
@@ -372,16 +347,7 @@ func (l *Layout) Item(image map[string]any) (map[string]types.AttributeValue, er
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ColRescued, err)
 		}
-		m := item
-		for _, seg := range path[:len(path)-1] {
-			inner, ok := m[seg].(*types.AttributeValueMemberM)
-			if !ok {
-				inner = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
-				m[seg] = inner
-			}
-			m = inner.Value
-		}
-		m[path[len(path)-1]] = res[p]
+		ddbavro.SetAtPath(item, path, res[p])
 	}
 	return item, nil
 }
