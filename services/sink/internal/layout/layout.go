@@ -256,7 +256,7 @@ func (l *Layout) image(item map[string]types.AttributeValue, path string) (map[s
 	if l.typed == nil {
 		return l.items.row(item, path)
 	}
-	res := newRescued()
+	res := &rescued{}
 	out, err := l.typed.row(item, nil, res)
 	if err != nil {
 		return nil, fmt.Errorf("%s%w", path, err)

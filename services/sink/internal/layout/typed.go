@@ -226,63 +226,87 @@ type rescued struct {
 	mixed  []string
 }
 
-func newRescued() *rescued { return &rescued{values: map[string]types.AttributeValue{}} }
+func (r *rescued) add(path string, v types.AttributeValue) {
+	if r.values == nil {
+		r.values = map[string]types.AttributeValue{}
+	}
+	r.values[path] = v
+}
 
 // row converts an item (or a map at path) to a struct value, adding columns for new attributes
 // and collecting in res the values that do not fit.
 func (c *typedColumns) row(item map[string]types.AttributeValue, path []string, res *rescued) (map[string]any, error) {
 	out := make(map[string]any, len(item))
-	for _, attr := range sortedKeys(item) {
-		v := item[attr]
-		if _, isNull := v.(*types.AttributeValueMemberNULL); isNull {
-			// NULL has no type: it reads as null in whatever column the attribute has, and is
-			// kept in _rescued_data (whether or not the column exists yet, so that rows do not
-			// depend on the order of arrival).
-			res.values[FormatPath(append(slices.Clone(path), attr))] = v
+	var missing []string // attributes without a column: added in name order, so that name clashes resolve alike
+	for attr, v := range item {
+		if c.byAttr[attr] == nil {
+			missing = append(missing, attr)
 			continue
 		}
-		f := c.byAttr[attr]
-		if f == nil {
-			t, ok := defaultType(v)
-			if m, isMap := v.(*types.AttributeValueMemberM); !ok || (isMap && len(m.Value) == 0) {
-				// NULL has no type, and an empty map would make a struct without fields: kept in
-				// _rescued_data, and the column is made by the first value that has one.
-				res.values[FormatPath(append(slices.Clone(path), attr))] = v
-				continue
-			}
-			f = c.add(attr, t)
+		if err := c.cell(out, attr, v, path, res); err != nil {
+			return nil, err
 		}
-		if f.nested != nil {
-			m, isMap := v.(*types.AttributeValueMemberM)
-			if !isMap || len(m.Value) == 0 {
-				res.values[FormatPath(append(slices.Clone(path), attr))] = v
-				if !isMap {
-					res.mixed = append(res.mixed, FormatPath(append(slices.Clone(path), attr)))
-				}
-				continue
-			}
-			sub, err := f.nested.row(m.Value, append(slices.Clone(path), attr), res)
-			if err != nil {
-				return nil, err
-			}
-			out[f.name] = sub
-			continue
+	}
+	slices.Sort(missing)
+	for _, attr := range missing {
+		if err := c.cell(out, attr, item[attr], path, res); err != nil {
+			return nil, err
 		}
-		x, fits, err := valueOf(f.typ, v)
-		if err != nil {
-			return nil, fmt.Errorf("attribute %s: %w", FormatPath(append(slices.Clone(path), attr)), err)
-		}
-		if !fits {
-			p := FormatPath(append(slices.Clone(path), attr))
-			res.values[p] = v
-			if k := f.typ.DynamoKind(); k != "" && k != ddbavro.TypeName(v) {
-				res.mixed = append(res.mixed, p)
-			}
-			continue
-		}
-		out[f.name] = x
 	}
 	return out, nil
+}
+
+// cell puts attribute attr's value v in out (its column's value) or in res (rescued), adding the
+// attribute's column when it has none and v has a type.
+func (c *typedColumns) cell(out map[string]any, attr string, v types.AttributeValue, path []string, res *rescued) error {
+	at := func() string { return FormatPath(append(slices.Clone(path), attr)) }
+	if _, isNull := v.(*types.AttributeValueMemberNULL); isNull {
+		// NULL has no type: it reads as null in whatever column the attribute has, and is kept in
+		// _rescued_data (whether or not the column exists yet, so that rows do not depend on the
+		// order of arrival).
+		res.add(at(), v)
+		return nil
+	}
+	f := c.byAttr[attr]
+	if f == nil {
+		t, ok := defaultType(v)
+		if m, isMap := v.(*types.AttributeValueMemberM); !ok || (isMap && len(m.Value) == 0) {
+			// An empty map would make a struct without fields: kept in _rescued_data, and the
+			// column is made by the first value that has one.
+			res.add(at(), v)
+			return nil
+		}
+		f = c.add(attr, t)
+	}
+	if f.nested != nil {
+		m, isMap := v.(*types.AttributeValueMemberM)
+		if !isMap || len(m.Value) == 0 {
+			res.add(at(), v)
+			if !isMap {
+				res.mixed = append(res.mixed, at())
+			}
+			return nil
+		}
+		sub, err := f.nested.row(m.Value, append(slices.Clone(path), attr), res)
+		if err != nil {
+			return err
+		}
+		out[f.name] = sub
+		return nil
+	}
+	x, fits, err := valueOf(f.typ, v)
+	if err != nil {
+		return fmt.Errorf("attribute %s: %w", at(), err)
+	}
+	if !fits {
+		res.add(at(), v)
+		if k := f.typ.DynamoKind(); k != "" && k != ddbavro.TypeName(v) {
+			res.mixed = append(res.mixed, at())
+		}
+		return nil
+	}
+	out[f.name] = x
+	return nil
 }
 
 // rescuedText renders rescued values as the _rescued_data column's JSON: path → DynamoDB JSON,
