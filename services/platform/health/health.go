@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -34,6 +35,15 @@ type Server struct {
 	mu       sync.Mutex
 	checks   map[string]Check
 	draining bool
+	profile  bool
+}
+
+// EnableProfiling makes Handler also serve Go's profiler at /debug/pprof/. Off by default: it
+// exposes goroutine stacks and a CPU profile costs CPU while it runs.
+func (s *Server) EnableProfiling() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.profile = true
 }
 
 // New returns a server for service with a registry that already holds the Go runtime and process
@@ -67,7 +77,8 @@ func (s *Server) Drain() {
 	s.draining = true
 }
 
-// Handler returns the mux serving /metrics, /healthz and /readyz.
+// Handler returns the mux serving /metrics, /healthz and /readyz (and /debug/pprof/ when
+// profiling is enabled).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
@@ -75,6 +86,14 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "service": s.service})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.profile {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	return mux
 }
 

@@ -87,6 +87,20 @@ func TestEndpoints(t *testing.T) {
 	}
 }
 
+// TestProfiling: /debug/pprof/ is served only when enabled.
+func TestProfiling(t *testing.T) {
+	off := startServer(t, New("sink", "v1", slog.New(slog.DiscardHandler)))
+	if code, _ := get(t, off+"/debug/pprof/"); code != 404 {
+		t.Fatalf("pprof without EnableProfiling = %d, want 404", code)
+	}
+	s := New("sink", "v1", slog.New(slog.DiscardHandler))
+	s.EnableProfiling()
+	on := startServer(t, s)
+	if code, body := get(t, on+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("pprof enabled = %d %s", code, body)
+	}
+}
+
 func TestProgress(t *testing.T) {
 	now := time.Unix(1000, 0)
 	p := NewProgress(10 * time.Second)

@@ -50,6 +50,9 @@ type HTTPConfig struct {
 	// ShutdownTimeout bounds how long the service may take to hand back work after SIGTERM before
 	// it exits anyway. Default: 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Pprof serves Go's profiler at /debug/pprof/ on Listen. Default: false (it exposes goroutine
+	// stacks, and a profile costs CPU while it runs): turn it on to profile a service under load.
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultBase returns Base's defaults with the metrics and health server on listen.
@@ -168,6 +171,9 @@ func main[C Config](ctx context.Context, name, envPrefix string, args []string, 
 	sigctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	rt := &Runtime{Name: name, Log: log, Health: health.New(name, Version, log)}
+	if base.HTTP.Pprof {
+		rt.Health.EnableProfiling()
+	}
 	log.Info("starting", "version", Version, "config", cfg)
 
 	// The health server outlives the run function (it reports "draining" during shutdown), so it
