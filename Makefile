@@ -1,11 +1,11 @@
 # ddb2delta — each target is a line or two; the work is in scripts/.
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit test-integration e2e chaos dev show stack-up stack-down stack-status bench lint gen
+.PHONY: help build test test-unit test-integration e2e chaos dev show stack-up stack-down stack-status bench bench-e2e lint gen
 
 SERVICES := producer enricher sink
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the three services into bin/
 	go build -o bin/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s))
@@ -40,8 +40,11 @@ stack-down: ## stop everything the stack and make dev started
 stack-status: ## what runs where, and its log
 	scripts/stack status
 
-bench: ## benchmarks beside their in-run baselines (table + .stack/bench/results.json)
+bench: ## benchmarks beside their in-run baselines, then bench-e2e (table + .stack/bench/results.json)
 	scripts/bench
+
+bench-e2e: ## the three services at 5k-100k changes/s from a generated stream, and beside Spark (E2E-BENCH, PEER-BENCH lines)
+	scripts/bench-e2e
 
 lint: ## gofmt, go vet and staticcheck (pinned)
 	scripts/lint

@@ -80,9 +80,14 @@ func appendKeys(b []byte, l *lineage, item int) []byte {
 }
 
 // appendImage appends an item image of about 500 bytes with every DynamoDB attribute type: S, N
-// (integers, decimals, small and large), B, BOOL, NULL, SS, NS, BS, L and nested M.
+// (integers, decimals, small and large), B, BOOL, NULL (one item in 16), SS, NS, BS, L and nested
+// M.
 func (s *Source) appendImage(b []byte, l *lineage, item int, version uint64, written time.Time) []byte {
 	r := rng(uint64(l.id)<<48 ^ uint64(item)<<20 ^ version)
+	// One item in 16 carries the values few tables have: a NULL attribute and a number no
+	// decimal(38,18) holds. Item 0, every key space's first record, is one of them, so every
+	// attribute and kind of value appears in the first event.
+	rare := item%16 == 0
 	b = append(b, `{"id":{"S":"`...)
 	b = append(b, l.name...)
 	b = append(b, '-')
@@ -109,11 +114,19 @@ func (s *Source) appendImage(b []byte, l *lineage, item int, version uint64, wri
 	b = append(b, `"},"score":{"N":"0.`...)
 	b = strconv.AppendInt(b, int64(r.intn(1000000000)), 10)
 	b = append(b, `"},"big":{"N":"`...)
-	b = strconv.AppendUint(b, r.next()%1e18, 10)
-	b = strconv.AppendUint(b, r.next()%1e18, 10) // 30-odd digits: past float64 and int64
+	b = strconv.AppendUint(b, r.next()%1e18, 10) // past int64 and float64 precision
+	if rare {
+		b = strconv.AppendUint(b, r.next()%1e18, 10) // 30-odd digits: past decimal(38,18) too
+	} else {
+		b = append(b, '.')
+		b = strconv.AppendUint(b, 100000+r.next()%900000, 10)
+	}
 	b = append(b, `"},"active":{"BOOL":`...)
 	b = strconv.AppendBool(b, r.next()&1 == 0)
-	b = append(b, `},"gone":{"NULL":true},"tags":{"SS":["`...)
+	if rare {
+		b = append(b, `},"gone":{"NULL":true`...)
+	}
+	b = append(b, `},"tags":{"SS":["`...)
 	first := r.intn(len(colors))
 	b = append(b, colors[first]...)
 	b = append(b, `","`...)

@@ -34,7 +34,10 @@ const (
 func (s *Source) Handler(upstream *url.URL) http.Handler {
 	var proxy *httputil.ReverseProxy
 	if upstream != nil {
-		proxy = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(upstream) }}
+		// No transparent gzip: DynamoDB's X-Amz-Crc32 is of the bytes sent, which must reach the
+		// client as they are.
+		proxy = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(upstream) },
+			Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 16}}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && r.URL.Path == "/progress" {

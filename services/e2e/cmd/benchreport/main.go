@@ -40,6 +40,9 @@ type Report struct {
 	Cores   int       `json:"cores"`
 	GoOS    string    `json:"goos"`
 	Results []Result  `json:"results"`
+	// Systems are the full-speed and peer lines (E2E-BENCH, PEER-BENCH), as their key=value pairs
+	// with the kind under "bench".
+	Systems []map[string]string `json:"systems,omitempty"`
 }
 
 func main() {
@@ -70,6 +73,16 @@ func parse(r io.Reader) (*Report, error) {
 		line := sc.Text()
 		if cpu, ok := strings.CutPrefix(line, "cpu: "); ok {
 			rep.CPU = cpu
+			continue
+		}
+		if kind, rest, ok := strings.Cut(line, " "); ok && (kind == "E2E-BENCH" || kind == "PEER-BENCH") {
+			m := map[string]string{"bench": kind}
+			for _, kv := range strings.Fields(rest) {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					m[k] = v
+				}
+			}
+			rep.Systems = append(rep.Systems, m)
 			continue
 		}
 		if !strings.HasPrefix(line, "Benchmark") {
@@ -103,7 +116,7 @@ func parse(r io.Reader) (*Report, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(order) == 0 {
+	if len(order) == 0 && len(rep.Systems) == 0 {
 		return nil, fmt.Errorf("no benchmark results in the input")
 	}
 	for _, name := range order {
@@ -165,5 +178,18 @@ func printTable(w io.Writer, rep *Report) {
 		sort.Strings(other)
 		fmt.Fprintf(w, "%-34s %-26s %14.0f %10.1f %12.0f %10.0f %9s  %s\n", r.Group, r.Variant,
 			r.Metrics["ns/op"], r.Metrics["MB/s"], r.Metrics["B/op"], r.Metrics["allocs/op"], ratio, strings.Join(other, " "))
+	}
+	if len(rep.Systems) > 0 {
+		fmt.Fprintf(w, "\nthe whole pipeline at full speed, and beside Spark\n\n")
+		for _, m := range rep.Systems {
+			var kv []string
+			for k, v := range m {
+				if k != "bench" {
+					kv = append(kv, k+"="+v)
+				}
+			}
+			sort.Strings(kv)
+			fmt.Fprintf(w, "%-10s %s\n", m["bench"], strings.Join(kv, " "))
+		}
 	}
 }

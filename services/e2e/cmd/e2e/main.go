@@ -26,7 +26,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -53,9 +52,43 @@ func main() {
 	flag.BoolVar(&o.bench, "bench", false, "also print the throughput and latency as Go benchmark lines (for make bench)")
 	flag.BoolVar(&o.foreign, "foreign", true, "Spark and delta-rs also write the orders mirror (OPTIMIZE, ZORDER, DELETE, compact); not with -chaos or -bench")
 	flag.BoolVar(&o.sql, "sql", true, "query every Delta table with Spark SQL and delta-rs SQL at the end (not with -chaos or -bench)")
+	var so speedOptions
+	var rates string
+	flag.StringVar(&rates, "fullspeed", "", "comma-separated offered rates (changes/s): run make bench-e2e's full-speed benchmark instead, fed by streamsource")
+	flag.DurationVar(&so.duration, "speed-duration", time.Minute, "full speed: generation at each fixed rate")
+	flag.IntVar(&so.probes, "speed-probes", 3, "full speed: bisection runs for the highest rate sustained")
+	flag.DurationVar(&so.probeDuration, "speed-probe-duration", 30*time.Second, "full speed: generation of each bisection run")
+	flag.DurationVar(&so.drain, "speed-drain", time.Minute, "full speed: longest wait for the tables after the generation")
+	flag.DurationVar(&so.sustainDrain, "speed-sustain-drain", 10*time.Second, "full speed: a rate is sustained when every change is in the changelog this soon after the generation")
+	flag.DurationVar(&so.shardLife, "speed-shard-life", 40*time.Second, "full speed: how long a generated shard lives before it rolls over (every fourth splits)")
+	flag.IntVar(&so.profileRate, "speed-profile-rate", 0, "full speed: take CPU and heap profiles of every service during the run at this rate")
+	flag.StringVar(&so.jsonOut, "speed-json", "", "full speed: append each run as a JSON line to this file")
+	peer := flag.Bool("peer", false, "run make bench-e2e's peer benchmark instead: each job by ddb2delta and by Spark on one pre-filled topic")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *peer {
+		if err := peerBench(ctx); err != nil {
+			fmt.Printf("PEER-BENCH FAIL error=%q\n", err.Error())
+			os.Exit(1)
+		}
+		return
+	}
+	if rates != "" {
+		for _, r := range strings.Split(rates, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(r))
+			if err != nil || n <= 0 {
+				fmt.Printf("E2E-BENCH FAIL error=%q\n", "bad rate "+r)
+				os.Exit(2)
+			}
+			so.rates = append(so.rates, n)
+		}
+		if err := fullSpeed(ctx, so); err != nil {
+			fmt.Printf("E2E-BENCH FAIL error=%q\n", err.Error())
+			os.Exit(1)
+		}
+		return
+	}
 	res, err := run(ctx, o)
 	word := "E2E"
 	if o.chaos {
@@ -135,15 +168,9 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	say("run %s, logs and tables in %s", runID, dir)
 
-	bins := map[string]string{}
-	build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "bin")+string(os.PathSeparator),
-		"./services/producer/cmd/producer", "./services/enricher/cmd/enricher", "./services/sink/cmd/sink")
-	build.Dir = s.Root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building the services: %v\n%s", err, out)
-	}
-	for _, svc := range []string{"producer", "enricher", "sink"} {
-		bins[svc] = filepath.Join(dir, "bin", svc)
+	bins, err := buildServices(ctx, s.Root, filepath.Join(dir, "bin"))
+	if err != nil {
+		return nil, err
 	}
 
 	ddb := dynamodb.NewFromConfig(s.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.DynamoDBURL) })
@@ -376,7 +403,10 @@ func (f *fleet) waitMetric(ctx context.Context, svc, metric string, want float64
 }
 
 // metricSum adds up every series of a metric on a replica's /metrics (0 when it does not answer).
-func metricSum(addr, name string) float64 {
+func metricSum(addr, name string) float64 { return metricWith(addr, name, "") }
+
+// metricWith adds up the series of a metric whose labels contain label (`table="x"`; "" for all).
+func metricWith(addr, name, label string) float64 {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0
@@ -386,6 +416,9 @@ func metricSum(addr, name string) float64 {
 	sum := 0.0
 	for _, line := range strings.Split(string(body), "\n") {
 		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		if label != "" && !strings.Contains(line[:strings.LastIndexByte(line, ' ')], label) {
 			continue
 		}
 		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
