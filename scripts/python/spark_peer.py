@@ -5,7 +5,7 @@ its Avro functions) doing one ddb2delta job on a topic of ddb2delta change event
 earliest offset until every record is processed (trigger availableNow).
 
     spark_peer.py --job sink-changelog|sink-mirror|enricher --bootstrap HOST:PORT --registry URL
-                  --topic T --out DIR --out-topic T2 --count N [--max-offsets 100000]
+                  --topic T --out DIR --out-topic T2 --count N [--max-offsets 100000] [--limit-s S]
 
 Jobs:
   sink-changelog  every event appended to a Delta table (the envelope's op, before, after and
@@ -118,6 +118,7 @@ def main():
     ap.add_argument("--out-topic", required=True)
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--max-offsets", type=int, default=100000)
+    ap.add_argument("--limit-s", type=int, default=0, help="stop the query after this many seconds (0: run to the end)")
     a = ap.parse_args()
 
     latest = registry(a.registry, f"/subjects/{a.topic}-value/versions/latest")
@@ -228,7 +229,11 @@ def main():
     cpu0, _ = proc_stat(pid)
     t0 = time.monotonic()
     query = begin()
-    query.awaitTermination()
+    if a.limit_s > 0:
+        if not query.awaitTermination(a.limit_s):
+            query.stop()
+    else:
+        query.awaitTermination()
     wall = time.monotonic() - t0
     cpu1, rss = proc_stat(pid)
     # Rows read, from the query's own progress reports (one per micro-batch).

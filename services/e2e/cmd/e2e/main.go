@@ -64,11 +64,17 @@ func main() {
 	flag.IntVar(&so.profileRate, "speed-profile-rate", 0, "full speed: take CPU and heap profiles of every service during the run at this rate")
 	flag.StringVar(&so.jsonOut, "speed-json", "", "full speed: append each run as a JSON line to this file")
 	peer := flag.Bool("peer", false, "run make bench-e2e's peer benchmark instead: each job by ddb2delta and by Spark on one pre-filled topic")
+	var po peerOptions
+	flag.StringVar(&po.jobs, "peer-jobs", "", "peer: only these jobs (comma-separated: sink-changelog, sink-mirror, enricher)")
+	flag.BoolVar(&po.spark, "peer-spark", true, "peer: run Spark's side too")
+	flag.StringVar(&po.reuse, "peer-reuse", "", "peer: reuse the topic of a run kept with -peer-keep (its run id)")
+	flag.BoolVar(&po.keep, "peer-keep", false, "peer: keep the filled topic for -peer-reuse")
+	flag.DurationVar(&po.limit, "peer-limit", 10*time.Minute, "peer: a job still running after this is measured on the rows it did")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *peer {
-		if err := peerBench(ctx); err != nil {
+		if err := peerBench(ctx, po); err != nil {
 			fmt.Printf("PEER-BENCH FAIL error=%q\n", err.Error())
 			os.Exit(1)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,12 +48,24 @@ const (
 // maxOffsetsPerTrigger.
 const peerBatchRows = 100000
 
-func peerBench(ctx context.Context) error {
+// peerOptions narrow the peer benchmark while working on one job.
+type peerOptions struct {
+	jobs  string // comma-separated jobs; "" for all
+	spark bool   // run Spark's side too
+	reuse string // the run id of a topic filled by an earlier run kept with keep
+	keep  bool   // keep the topic (and print its run id) for reuse
+	limit time.Duration
+}
+
+func peerBench(ctx context.Context, o peerOptions) error {
 	s, err := stacktest.Load()
 	if err != nil {
 		return err
 	}
 	runID := fmt.Sprintf("peer%d", time.Now().Unix())
+	if o.reuse != "" {
+		runID = o.reuse
+	}
 	dir := filepath.Join(s.RunDir, "bench-e2e", runID)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
@@ -61,22 +74,46 @@ func peerBench(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cleanupSpeedRun(s, runID, filepath.Join(dir, "delta"))
+	if o.keep {
+		say("keeping the filled topic: reuse it with -peer-reuse %s", runID)
+	} else {
+		defer cleanupSpeedRun(s, runID, filepath.Join(dir, "delta"))
+	}
 	table := runID + "_items"
 	topic := runID + ".cdc." + table
-	n, err := fillPeerTopic(ctx, s, bins, dir, runID, table)
-	if err != nil {
-		return fmt.Errorf("filling the topic: %w", err)
+	var n uint64
+	if o.reuse != "" {
+		raw, err := os.ReadFile(filepath.Join(dir, "rows"))
+		if err != nil {
+			return fmt.Errorf("reusing %s: %w", runID, err)
+		}
+		if _, err := fmt.Sscan(string(raw), &n); err != nil {
+			return fmt.Errorf("reusing %s: %w", runID, err)
+		}
+	} else {
+		if n, err = fillPeerTopic(ctx, s, bins, dir, runID, table); err != nil {
+			return fmt.Errorf("filling the topic: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "rows"), []byte(fmt.Sprint(n)), 0o640); err != nil {
+			return err
+		}
 	}
 	jobs := []struct{ job, mode string }{{"sink-changelog", "changelog"}, {"sink-mirror", "mirror"}, {"enricher", ""}}
 	for _, j := range jobs {
+		if o.jobs != "" && !slices.Contains(strings.Split(o.jobs, ","), j.job) {
+			continue
+		}
 		say("peer %s: ddb2delta", j.job)
-		ours, err := peerOurs(ctx, s, bins, dir, runID, topic, j.job, j.mode, n)
+		ours, err := peerOurs(ctx, s, bins, dir, runID, topic, j.job, j.mode, n, o.limit)
 		if err != nil {
 			return fmt.Errorf("%s, ddb2delta: %w", j.job, err)
 		}
+		if !o.spark {
+			fmt.Printf("PEER-BENCH job=%s ddb2delta_rows_per_cpu_s=%.0f\n", j.job, ours)
+			continue
+		}
 		say("peer %s: Spark", j.job)
-		spark, err := peerSpark(ctx, s, dir, runID, topic, j.job, n)
+		spark, err := peerSpark(ctx, s, dir, runID, topic, j.job, n, o.limit)
 		if err != nil {
 			return fmt.Errorf("%s, Spark: %w", j.job, err)
 		}
@@ -179,21 +216,27 @@ func waitCounter(ctx context.Context, f *fleet, r *replica, metric, label string
 
 // peerOurs runs one job with ddb2delta's service alone on the topic and returns its rows per
 // CPU-second.
-func peerOurs(ctx context.Context, s *stacktest.Stack, bins map[string]string, dir, runID, topic, job, mode string, n uint64) (float64, error) {
+func peerOurs(ctx context.Context, s *stacktest.Stack, bins map[string]string, dir, runID, topic, job, mode string, n uint64, limit time.Duration) (float64, error) {
+	// Each job starts empty: its own tables, consumer group and output topic, also when the
+	// filled topic is reused.
 	jobDir := filepath.Join(dir, job)
+	if err := os.RemoveAll(filepath.Join(dir, "delta", job)); err != nil {
+		return 0, err
+	}
 	if err := os.MkdirAll(jobDir, 0o750); err != nil {
 		return 0, err
 	}
-	confs, err := writeSpeedConfigs(jobDir, runID+"-"+job, strings.TrimPrefix(topic, runID+".cdc."), filepath.Join(dir, "delta", job))
+	jobID := fmt.Sprintf("%s-%s%d", runID, job, time.Now().Unix())
+	confs, err := writeSpeedConfigs(jobDir, jobID, strings.TrimPrefix(topic, runID+".cdc."), filepath.Join(dir, "delta", job))
 	if err != nil {
 		return 0, err
 	}
 	svc := "enricher"
 	if mode != "" {
 		svc = "sink"
-		body := fmt.Sprintf("consumer_group: %s-%s\ntables_root: %s\ndead_letters: %s.dlq.sink\n"+
+		body := fmt.Sprintf("consumer_group: %s\ntables_root: %s\ndead_letters: %s.dlq.sink\n"+
 			"tables:\n  - {name: items, location: items, topics: [%s], mode: %s, schema_hints: {line: long, written_ms: long, version: long, qty: long, amount: \"decimal(12,2)\"}}\n",
-			runID, job, filepath.Join(dir, "delta", job), runID, topic, mode)
+			jobID, filepath.Join(dir, "delta", job), runID, topic, mode)
 		if err := os.WriteFile(confs["sink"], []byte(body), 0o600); err != nil {
 			return 0, err
 		}
@@ -203,7 +246,7 @@ func peerOurs(ctx context.Context, s *stacktest.Stack, bins map[string]string, d
 		if err != nil {
 			return 0, err
 		}
-		body := strings.Replace(string(raw), "inputs: ["+runID+"-"+job+".cdc.", "inputs: ["+runID+".cdc.", 1)
+		body := strings.Replace(string(raw), "inputs: ["+jobID+".cdc.", "inputs: ["+runID+".cdc.", 1)
 		if err := os.WriteFile(confs["enricher"], []byte(body), 0o600); err != nil {
 			return 0, err
 		}
@@ -214,49 +257,52 @@ func peerOurs(ctx context.Context, s *stacktest.Stack, bins map[string]string, d
 	if err != nil {
 		return 0, err
 	}
-	var cpu float64
-	switch mode {
-	case "changelog":
-		cpu, err = waitCounter(ctx, f, r, "ddb2delta_sink_rows_total", "", float64(n), 10*time.Minute)
-	case "mirror":
-		// Every event applied: written, superseded in its batch, or already in the table.
-		deadline := time.Now().Add(20 * time.Minute)
-		for {
-			done := metricSum(r.addr, "ddb2delta_sink_rows_total") + metricSum(r.addr, "ddb2delta_sink_stale_total") + metricSum(r.addr, "ddb2delta_sink_skipped_total")
-			if done >= float64(n) {
-				cpu = cpuSeconds(r.cmd.Process.Pid)
-				break
-			}
-			if x := f.exited(); x != nil {
-				return 0, fmt.Errorf("%s exited; its log:\n%s", x.id, tail(x.logPath, 40))
-			}
-			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("the mirror applied %.0f of %d events in 20 minutes", done, n)
-			}
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+	// Rows done: changelog rows written; mirror events applied (written, superseded in their
+	// batch, or already in the table); enricher input records committed.
+	done := func() float64 {
+		switch mode {
+		case "changelog":
+			return metricSum(r.addr, "ddb2delta_sink_rows_total")
+		case "mirror":
+			return metricSum(r.addr, "ddb2delta_sink_rows_total") + metricSum(r.addr, "ddb2delta_sink_stale_total") +
+				metricSum(r.addr, "ddb2delta_sink_skipped_total")
 		}
-	default:
-		cpu, err = waitCounter(ctx, f, r, "ddb2delta_enricher_records_committed_total", "", float64(n), 10*time.Minute)
+		return metricSum(r.addr, "ddb2delta_enricher_records_committed_total")
 	}
-	if err != nil {
-		return 0, err
+	go captureProfiles(ctx, map[string]*replica{job: r}, filepath.Join(s.RunDir, "bench-e2e", "profiles", "peer"), 5*time.Second, 20*time.Second)
+	// A job that has not finished within the limit is measured on what it did by then.
+	deadline := time.Now().Add(limit)
+	var rows, cpu float64
+	for {
+		if x := f.exited(); x != nil {
+			return 0, fmt.Errorf("%s exited; its log:\n%s", x.id, tail(x.logPath, 40))
+		}
+		rows = done()
+		if rows >= float64(n) || time.Now().After(deadline) {
+			cpu = cpuSeconds(r.cmd.Process.Pid)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	say("ddb2delta %s: %d rows in %.1f CPU-seconds, peak RSS %d MiB", job, n, cpu, peakRSS(r.cmd.Process.Pid)>>20)
-	return float64(n) / cpu, nil
+	if rows < float64(n) {
+		say("ddb2delta %s: stopped at the %s limit after %.0f of %d rows", job, limit, rows, n)
+	}
+	say("ddb2delta %s: %.0f rows in %.1f CPU-seconds, peak RSS %d MiB", job, rows, cpu, peakRSS(r.cmd.Process.Pid)>>20)
+	return rows / cpu, nil
 }
 
 // peerSpark runs one job with Spark (scripts/python/spark_peer.py in the Spark venv) and returns
 // its rows per CPU-second.
-func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job string, n uint64) (float64, error) {
+func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job string, n uint64, limit time.Duration) (float64, error) {
 	py := filepath.Join(s.RunDir, "spark-venv", "bin", "python")
 	out := filepath.Join(dir, "spark", job)
 	cmd := exec.CommandContext(ctx, py, filepath.Join(s.Root, "scripts", "python", "spark_peer.py"), "--job", job,
 		"--bootstrap", s.KafkaAddr, "--registry", s.RegistryURL, "--topic", topic, "--out", out,
-		"--out-topic", runID+".spark.items_slim", "--count", fmt.Sprint(n), "--max-offsets", fmt.Sprint(peerBatchRows))
+		"--out-topic", runID+".spark.items_slim", "--count", fmt.Sprint(n), "--max-offsets", fmt.Sprint(peerBatchRows), "--limit-s", fmt.Sprint(int(limit.Seconds())))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -271,8 +317,11 @@ func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job s
 	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &res); err != nil {
 		return 0, fmt.Errorf("reading its result %q: %w", stdout.String(), err)
 	}
-	if res.Rows != n {
+	if res.Rows > n || res.Rows == 0 {
 		return 0, fmt.Errorf("Spark's %s processed %d rows, the topic holds %d", job, res.Rows, n)
+	}
+	if res.Rows < n {
+		say("Spark %s: stopped at the %s limit after %d of %d rows", job, limit, res.Rows, n)
 	}
 	say("Spark %s: %d rows in %.1f CPU-seconds (%.1f s wall), peak RSS %d MiB", job, res.Rows, res.CPUs, res.Wall, res.RSSMB)
 	return float64(res.Rows) / res.CPUs, nil

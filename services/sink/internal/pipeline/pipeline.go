@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/backoff"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/fault"
 	"github.com/ddb2delta/ddb2delta/services/platform/health"
 	"github.com/ddb2delta/ddb2delta/services/platform/serde"
@@ -180,6 +182,15 @@ func (p *Pipeline) untilDue() time.Duration {
 // route decodes fetched records into the buffers of their tables; undecodable records go to the
 // dead-letter topic. A registry outage is returned (nothing is buffered from this fetch).
 func (p *Pipeline) route(ctx context.Context, fetches kgo.Fetches) error {
+	var recs []*kgo.Record
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 {
+			last := fp.Records[len(fp.Records)-1]
+			p.metrics.lag.WithLabelValues(fp.Topic, fmt.Sprint(fp.Partition)).Set(float64(max(fp.HighWatermark-last.Offset-1, 0)))
+		}
+		recs = append(recs, fp.Records...)
+	})
+	results := p.decodeAll(ctx, recs)
 	type decoded struct {
 		rec *kgo.Record
 		ch  writer.Change
@@ -187,35 +198,17 @@ func (p *Pipeline) route(ctx context.Context, fetches kgo.Fetches) error {
 	var out []decoded
 	var dead []*kgo.Record
 	var reasons []error
-	var err error
-	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if len(fp.Records) > 0 {
-			last := fp.Records[len(fp.Records)-1]
-			p.metrics.lag.WithLabelValues(fp.Topic, fmt.Sprint(fp.Partition)).Set(float64(max(fp.HighWatermark-last.Offset-1, 0)))
+	for i, r := range recs {
+		d := results[i]
+		if d.err != nil {
+			if serde.Transient(d.err) {
+				return fmt.Errorf("decoding %s[%d]@%d: %w", r.Topic, r.Partition, r.Offset, d.err)
+			}
+			dead, reasons = append(dead, r), append(reasons, d.err)
+			continue
 		}
-		for _, r := range fp.Records {
-			if err != nil {
-				return
-			}
-			ev, _, derr := p.dec.Decode(ctx, r.Value)
-			var key avrov1.Key
-			if derr == nil {
-				key, derr = p.dec.DecodeKey(r.Key)
-			}
-			if derr != nil {
-				if serde.Transient(derr) {
-					err = fmt.Errorf("decoding %s[%d]@%d: %w", r.Topic, r.Partition, r.Offset, derr)
-					return
-				}
-				dead, reasons = append(dead, r), append(reasons, derr)
-				continue
-			}
-			out = append(out, decoded{rec: r, ch: writer.Change{Event: ev, Key: key,
-				Origin: layout.Origin{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}}})
-		}
-	})
-	if err != nil {
-		return err
+		out = append(out, decoded{rec: r, ch: writer.Change{Event: d.ev, Key: d.key,
+			Origin: layout.Origin{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}}})
 	}
 	if len(dead) > 0 {
 		if err := p.deadLetter(ctx, dead, reasons, "decode"); err != nil {
@@ -240,21 +233,28 @@ func (p *Pipeline) route(ctx context.Context, fetches kgo.Fetches) error {
 	return nil
 }
 
-// flush commits every table whose buffer is due (all of them when force is set).
+// flush commits every table whose buffer is due (all of them when force is set). Tables are
+// independent (each its own writer, Delta log and layout), so due tables commit concurrently: a
+// sink writing a changelog and a mirror uses two cores. If any fails, flush fails after all have
+// finished, and Run rewinds every table to what it holds.
 func (p *Pipeline) flush(ctx context.Context, force bool) error {
-	committed := false
+	var due []*tableState
 	for _, t := range p.tables {
-		due := len(t.buf) > 0 && (force || len(t.buf) >= p.cfg.Batch.MaxRows || t.bytes >= p.cfg.Batch.MaxBytes ||
-			time.Since(t.oldest) >= p.cfg.Batch.MaxAge)
-		if !due {
-			continue
+		if len(t.buf) > 0 && (force || len(t.buf) >= p.cfg.Batch.MaxRows || t.bytes >= p.cfg.Batch.MaxBytes ||
+			time.Since(t.oldest) >= p.cfg.Batch.MaxAge) {
+			due = append(due, t)
 		}
-		if err := p.commit(ctx, t); err != nil {
-			return err
-		}
-		committed = true
 	}
-	if committed {
+	errs := make([]error, len(due))
+	var wg sync.WaitGroup
+	for i, t := range due {
+		wg.Go(func() { errs[i] = p.commit(ctx, t) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(due) > 0 {
 		fault.Point(fault.AfterCommit)
 		p.commitOffsets(ctx)
 		p.progress.Advanced()
@@ -301,6 +301,34 @@ func (p *Pipeline) commit(ctx context.Context, t *tableState) error {
 		"skipped", res.Skipped, "took", time.Since(start))
 	t.buf, t.bytes = t.buf[:0], 0
 	return nil
+}
+
+// decodedRecord is a record's event and key, or why it cannot be decoded.
+type decodedRecord struct {
+	ev  *ddbavro.Event
+	key avrov1.Key
+	err error
+}
+
+// decodeAll decodes records on every core (decoding is a third of the sink's work, and
+// independent per record), keeping their order.
+func (p *Pipeline) decodeAll(ctx context.Context, recs []*kgo.Record) []decodedRecord {
+	out := make([]decodedRecord, len(recs))
+	workers := min(runtime.GOMAXPROCS(0), (len(recs)+255)/256)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(recs); i += workers {
+				d := &out[i]
+				d.ev, _, d.err = p.dec.Decode(ctx, recs[i].Value)
+				if d.err == nil {
+					d.key, d.err = p.dec.DecodeKey(recs[i].Key)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // deadLetter produces records to the dead-letter topic with their reasons and original bytes,
