@@ -135,11 +135,12 @@ func (r *Reader) call(ctx context.Context) (Page, error) {
 		}
 	}
 	start := time.Now()
-	out, err := r.api.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: r.iter, Limit: aws.Int32(r.poll.PageLimit)})
+	out, err := r.api.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: r.iter, Limit: aws.Int32(r.poll.PageLimit)}, withFastRecords)
 	r.lastRun = time.Now()
 	if err != nil {
 		return Page{}, r.recover(err)
 	}
+	fastRecords(out)
 	if r.events.Call != nil {
 		r.events.Call(r.shard, time.Since(start), len(out.Records))
 	}
