@@ -342,7 +342,7 @@ func (u *union) chooseNumber(text string) (*branch, kind, error) {
 	if _, ok := n.Int64(); ok {
 		return u.pick(kindsInteger)
 	}
-	if _, ok := n.Decimal(); ok {
+	if n.fitsDecimal(decimalPrecision, decimalScale) {
 		return u.pick(kindsDecimal)
 	}
 	return u.pick(nil)

@@ -3,7 +3,6 @@ package ddbavro
 import (
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -97,8 +96,9 @@ func appendNumber(b []byte, u *union, text string) ([]byte, error) {
 		i, _ := n.Int64()
 		return appendLong(b, i), nil
 	case kDecimal:
-		d, _ := n.Decimal()
-		return appendDecimal(b, d), nil
+		if out, ok := n.appendDecimal128(b); ok {
+			return out, nil
+		}
 	}
 	return appendGeneric(b, &types.AttributeValueMemberN{Value: text})
 }
@@ -157,31 +157,6 @@ func appendArray(b []byte, items *union, v types.AttributeValue) ([]byte, error)
 	return append(b, 0), nil
 }
 
-// appendDecimal writes an unscaled decimal as the 16-byte two's-complement big-endian fixed.
-func appendDecimal(b []byte, unscaled *big.Int) []byte {
-	var buf [decimalSize]byte
-	v := unscaled
-	if v.Sign() < 0 {
-		v = new(big.Int).Add(v, twoTo128) // two's complement in 128 bits
-	}
-	v.FillBytes(buf[:])
-	return append(b, buf[:]...)
-}
-
-var twoTo128 = new(big.Int).Lsh(big.NewInt(1), 8*decimalSize)
-
-func readDecimal(r *reader) *big.Int {
-	raw := r.fixed(decimalSize)
-	if raw == nil {
-		return new(big.Int)
-	}
-	v := new(big.Int).SetBytes(raw)
-	if raw[0]&0x80 != 0 {
-		v.Sub(v, twoTo128)
-	}
-	return v
-}
-
 // readItem decodes an item written with this model (the writer's).
 func (m *Model) readItem(r *reader) map[string]types.AttributeValue {
 	return readRecord(r, m.item, 0)
@@ -222,11 +197,11 @@ func readValue(r *reader, u *union, depth int) types.AttributeValue {
 	case kLong:
 		return &types.AttributeValueMemberN{Value: NumberFromInt64(r.long()).String()}
 	case kDecimal:
-		n, err := NumberFromDecimal(readDecimal(r), decimalScale)
-		if err != nil {
-			r.fail("%v", err)
+		raw := r.fixed(decimalSize)
+		if raw == nil {
+			return nil
 		}
-		return &types.AttributeValueMemberN{Value: n.String()}
+		return &types.AttributeValueMemberN{Value: numberFromDecimal128(raw, decimalScale).String()}
 	case kArray:
 		return readArray(r, br, depth)
 	case kRecord:
