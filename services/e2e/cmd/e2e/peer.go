@@ -167,6 +167,7 @@ func fillPeerTopic(ctx context.Context, s *stacktest.Stack, bins map[string]stri
 	if err != nil {
 		return 0, err
 	}
+	go captureProfiles(ctx, map[string]*replica{"producer": r}, filepath.Join(s.RunDir, "bench-e2e", "profiles", "peer"), 10*time.Second, 20*time.Second)
 	cpu, err := waitCounter(ctx, f, r, "ddb2delta_producer_records_total", "", float64(final), 10*time.Minute)
 	if err != nil {
 		return 0, err
