@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ddb2delta/ddb2delta/services/e2e/streamsource"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
@@ -299,6 +304,11 @@ func peerOurs(ctx context.Context, s *stacktest.Stack, bins map[string]string, d
 // peerSpark runs one job with Spark (scripts/python/spark_peer.py in the Spark venv) and returns
 // its rows per CPU-second.
 func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job string, n uint64, limit time.Duration) (float64, error) {
+	if job == "enricher" { // the broker creates no topic on its own
+		if err := createTopic(ctx, s, runID+".spark.items_slim", 6); err != nil {
+			return 0, err
+		}
+	}
 	py := filepath.Join(s.RunDir, "spark-venv", "bin", "python")
 	out := filepath.Join(dir, "spark", job)
 	cmd := exec.CommandContext(ctx, py, filepath.Join(s.Root, "scripts", "python", "spark_peer.py"), "--job", job,
@@ -331,4 +341,21 @@ func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job s
 func tailText(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// createTopic creates a topic (an existing one is fine).
+func createTopic(ctx context.Context, s *stacktest.Stack, topic string, partitions int32) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.KafkaAddr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, -1, nil, topic)
+	if err == nil && resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("creating topic %s: %w", topic, err)
+	}
+	return nil
 }
