@@ -329,7 +329,7 @@ func peerSpark(ctx context.Context, s *stacktest.Stack, dir, runID, topic, job s
 		return 0, fmt.Errorf("reading its result %q: %w", stdout.String(), err)
 	}
 	if res.Rows > n || res.Rows == 0 {
-		return 0, fmt.Errorf("Spark's %s processed %d rows, the topic holds %d", job, res.Rows, n)
+		return 0, fmt.Errorf("the Spark job %s processed %d rows, the topic holds %d", job, res.Rows, n)
 	}
 	if res.Rows < n {
 		say("Spark %s: stopped at the %s limit after %d of %d rows", job, limit, res.Rows, n)
