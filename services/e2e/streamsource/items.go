@@ -67,16 +67,21 @@ var (
 // Region is the region attribute of an item: fixed per item, so a filter on it suits a mirror.
 func Region(item int) string { return regions[item%len(regions)] }
 
-// appendKeys appends the key attributes of an item: id (S, the partition key) and line (N, the
-// sort key).
+// appendKeys appends the key attributes of an item as a map: id (S, the partition key) and line
+// (N, the sort key).
 func appendKeys(b []byte, l *lineage, item int) []byte {
-	b = append(b, `{"id":{"S":"`...)
+	return append(appendKeyAttrs(append(b, '{'), l, item), '}')
+}
+
+// appendKeyAttrs appends the key attributes' members, without braces.
+func appendKeyAttrs(b []byte, l *lineage, item int) []byte {
+	b = append(b, `"id":{"S":"`...)
 	b = append(b, l.name...)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, int64(item), 10)
 	b = append(b, `"},"line":{"N":"`...)
 	b = strconv.AppendInt(b, int64(item%7+1), 10)
-	return append(b, `"}}`...)
+	return append(b, `"}`...)
 }
 
 // appendImage appends an item image of about 500 bytes with every DynamoDB attribute type: S, N
@@ -88,13 +93,8 @@ func (s *Source) appendImage(b []byte, l *lineage, item int, version uint64, wri
 	// decimal(38,18) holds. Item 0, every key space's first record, is one of them, so every
 	// attribute and kind of value appears in the first event.
 	rare := item%16 == 0
-	b = append(b, `{"id":{"S":"`...)
-	b = append(b, l.name...)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, int64(item), 10)
-	b = append(b, `"},"line":{"N":"`...)
-	b = strconv.AppendInt(b, int64(item%7+1), 10)
-	b = append(b, `"},"written_ms":{"N":"`...)
+	b = appendKeyAttrs(append(b, '{'), l, item)
+	b = append(b, `,"written_ms":{"N":"`...)
 	b = strconv.AppendInt(b, written.UnixMilli(), 10)
 	b = append(b, `"},"version":{"N":"`...)
 	b = strconv.AppendUint(b, version, 10)

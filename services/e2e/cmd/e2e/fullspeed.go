@@ -315,15 +315,7 @@ tables:
   - {name: items_mirror, location: items_mirror, topics: [%[1]s.enriched.items_slim], mode: mirror}
 `, runID, table, deltaRoot),
 	}
-	out := map[string]string{}
-	for svc, body := range confs {
-		p := filepath.Join(dir, svc+".yaml")
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			return nil, err
-		}
-		out[svc] = p
-	}
-	return out, nil
+	return writeConfigFiles(dir, confs)
 }
 
 // cleanupSpeedRun deletes a run's topics, lease table and Delta tables (gigabytes at full speed);

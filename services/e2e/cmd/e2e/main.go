@@ -598,6 +598,12 @@ tables:
   - {name: orders_enriched, location: orders_enriched, topics: [%[1]s.enriched.orders_enriched], mode: mirror}
 `, runID, orders, customers, deltaRoot),
 	}
+	return writeConfigFiles(dir, confs)
+}
+
+// writeConfigFiles writes each service's configuration as <dir>/<service>.yaml and returns the
+// paths by service.
+func writeConfigFiles(dir string, confs map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 	for svc, body := range confs {
 		p := filepath.Join(dir, svc+".yaml")
