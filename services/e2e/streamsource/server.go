@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -309,8 +308,6 @@ func (s *Source) getShardIterator(w http.ResponseWriter, body []byte) bool {
 	return true
 }
 
-var pagePool = sync.Pool{New: func() any { b := make([]byte, 0, 2*pageBytes); return &b }}
-
 func (s *Source) getRecords(w http.ResponseWriter, body []byte) bool {
 	var in struct {
 		ShardIterator string
@@ -361,9 +358,7 @@ func (s *Source) getRecords(w http.ResponseWriter, body []byte) bool {
 	s.mu.Unlock()
 
 	// Rendering needs no lock: a shard's records are a function of fields fixed at its creation.
-	bp := pagePool.Get().(*[]byte)
-	defer pagePool.Put(bp)
-	b := append((*bp)[:0], `{"Records":[`...)
+	b := append(make([]byte, 0, 64<<10), `{"Records":[`...)
 	next, bytesIn := j, 0
 	for next < avail && int(next-j) < limit && bytesIn < pageBytes {
 		if next > j {
@@ -381,7 +376,6 @@ func (s *Source) getRecords(w http.ResponseWriter, body []byte) bool {
 		b = append(b, '"')
 	}
 	b = append(b, '}')
-	*bp = b
 
 	s.mu.Lock()
 	s.stats.Records += int64(next - j)
