@@ -1,6 +1,8 @@
 package expr
 
 import (
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/cel-go/cel"
+	celtypes "github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/traits"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
@@ -115,6 +119,31 @@ func TestNumbersKeepTheirKind(t *testing.T) {
 	}
 }
 
+// get reads an attribute of an image variable as CEL would.
+func get(v any, name string) any {
+	switch m := v.(type) {
+	case map[string]any:
+		return m[name]
+	case traits.Mapper:
+		x, ok := m.Find(celtypes.String(name))
+		if !ok {
+			return nil
+		}
+		return x.Value()
+	}
+	return fmt.Sprintf("not a map: %T", v)
+}
+
+func size(v any) int64 {
+	switch m := v.(type) {
+	case map[string]any:
+		return int64(len(m))
+	case traits.Mapper:
+		return int64(m.Size().(celtypes.Int))
+	}
+	return -1
+}
+
 func TestVarsForConvertsOnlyWhatIsRead(t *testing.T) {
 	ev, key := event()
 	ev.Op, ev.Before, ev.After = "d", ev.After, nil
@@ -122,16 +151,46 @@ func TestVarsForConvertsOnlyWhatIsRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if item := vars["item"].(map[string]any); item["status"] != "paid" {
-		t.Fatalf("item of a delete is its before image: %v", item)
+	if get(vars["item"], "status") != "paid" {
+		t.Fatalf("item of a delete is its before image: %v", vars["item"])
 	}
 	ev.Op, ev.After = "u", ev.Before
 	vars, _ = VarsFor(ev, key, map[string]bool{"item": true})
-	if len(vars["before"].(map[string]any)) != 0 || vars["item"].(map[string]any)["status"] != "paid" {
+	if size(vars["before"]) != 0 || get(vars["item"], "status") != "paid" {
 		t.Fatalf("an update read through item converts after only: before %v", vars["before"])
 	}
 	vars, _ = VarsFor(ev, key, map[string]bool{"op": true})
-	if len(vars["after"].(map[string]any)) != 0 || vars["op"] != "u" || vars["key"].(map[string]any)["id"] != "o-1" {
+	if size(vars["after"]) != 0 || vars["op"] != "u" || vars["key"].(map[string]any)["id"] != "o-1" {
 		t.Fatalf("no image read, none converted: %v", vars)
 	}
+}
+
+// TestAttributesConvertWhenRead: an attribute is converted when an expression reads it, so one
+// that cannot be (a malformed number) fails only the expressions that read it.
+func TestAttributesConvertWhenRead(t *testing.T) {
+	env, err := NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, key := event()
+	ev.After = maps.Clone(ev.After)
+	ev.After["bad"] = &types.AttributeValueMemberN{Value: "12abc"}
+	vars, err := Vars(ev, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := must(env.Compile("pipeline p, filter", `after.status == "paid" && after.size() == 8`, nil, cel.BoolType)).Bool(vars)
+	if err != nil || !ok {
+		t.Fatalf("an expression not reading the bad value: %v %v", ok, err)
+	}
+	if _, err := must(env.Compile("pipeline p, filter", `after.bad > 1`, nil, cel.BoolType)).Bool(vars); err == nil || !strings.Contains(err.Error(), "12abc") {
+		t.Fatalf("reading the bad value: %v", err)
+	}
+}
+
+func must(p *Program, err error) *Program {
+	if err != nil {
+		panic(err)
+	}
+	return p
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	celtypes "github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 
 	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
@@ -24,17 +26,12 @@ func VarsFor(ev *ddbavro.Event, key avrov1.Key, need map[string]bool) (map[strin
 		}
 		return need["item"] && (image == "before") == (ev.Op == "d")
 	}
-	before, after := map[string]any{}, map[string]any{}
-	var err error
+	var before, after any = map[string]any{}, map[string]any{}
 	if uses("before") {
-		if before, err = Item(ev.Before); err != nil {
-			return nil, fmt.Errorf("before: %w", err)
-		}
+		before = Item(ev.Before)
 	}
 	if uses("after") {
-		if after, err = Item(ev.After); err != nil {
-			return nil, fmt.Errorf("after: %w", err)
-		}
+		after = Item(ev.After)
 	}
 	k := map[string]any{}
 	for _, a := range []*avrov1.KeyAttribute{&key.PartitionKey, key.SortKey} {
@@ -69,8 +66,37 @@ func VarsFor(ev *ddbavro.Event, key avrov1.Key, need map[string]bool) (map[strin
 	return map[string]any{"op": ev.Op, "before": before, "after": after, "item": item, "key": k, "source": src}, nil
 }
 
-// Item converts an item image (nil: an empty map).
-func Item(item map[string]types.AttributeValue) (map[string]any, error) {
+// Item is an item image (nil: an empty map) as a CEL map whose attributes are converted when an
+// expression reads them: a filter or projection reads a few attributes of items that have tens,
+// and converting every one was a fifth of the enricher's CPU. An attribute that cannot be
+// converted makes the expression reading it fail, naming the attribute.
+func Item(item map[string]types.AttributeValue) any {
+	if item == nil {
+		item = map[string]types.AttributeValue{}
+	}
+	return celtypes.NewDynamicMap(lazyAdapter{}, item)
+}
+
+// lazyAdapter converts DynamoDB values to CEL values as they are read; other values as CEL does.
+type lazyAdapter struct{}
+
+func (lazyAdapter) NativeToValue(v any) ref.Val {
+	av, ok := v.(types.AttributeValue)
+	if !ok {
+		return celtypes.DefaultTypeAdapter.NativeToValue(v)
+	}
+	if m, ok := av.(*types.AttributeValueMemberM); ok {
+		return Item(m.Value).(ref.Val)
+	}
+	c, err := Value(av)
+	if err != nil {
+		return celtypes.WrapErr(err)
+	}
+	return celtypes.DefaultTypeAdapter.NativeToValue(c)
+}
+
+// eagerItem converts a whole item image, for a map inside a list.
+func eagerItem(item map[string]types.AttributeValue) (map[string]any, error) {
 	out := make(map[string]any, len(item))
 	for k, v := range item {
 		c, err := Value(v)
@@ -139,7 +165,7 @@ func Value(v types.AttributeValue) (any, error) {
 		}
 		return out, nil
 	case *types.AttributeValueMemberM:
-		return Item(v.Value)
+		return eagerItem(v.Value)
 	}
 	return nil, fmt.Errorf("unsupported attribute value %T", v)
 }

@@ -308,12 +308,7 @@ func (e *Engine) join(ctx context.Context, c *compiled, j *join, works []*work) 
 				continue
 			}
 		}
-		vars, err := expr.Item(item)
-		if err != nil {
-			w.dead = fail("join", fmt.Errorf("pipeline %s, join %s: the matched item: %w", c.name, j.as, err))
-			continue
-		}
-		w.vars[j.as], w.raw[j.as] = vars, item
+		w.vars[j.as], w.raw[j.as] = expr.Item(item), item
 	}
 	return nil
 }
