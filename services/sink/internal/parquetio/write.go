@@ -244,11 +244,13 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	stats := newStats(s, exclude)
 	enc := &encoder{cols: make([][]parquet.Value, ncols)}
 	batch := make([]parquet.Row, 0, 256)
+	// The batch's rows are cut from one backing slice, reused once WriteRows has copied them.
+	var vals []parquet.Value
 	flush := func() error {
 		if _, err := w.WriteRows(batch); err != nil {
 			return fmt.Errorf("writing parquet rows: %w", err)
 		}
-		batch = batch[:0]
+		batch, vals = batch[:0], vals[:0]
 		return nil
 	}
 	for i, r := range rows {
@@ -258,11 +260,11 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 		if err := enc.write(p, map[string]any(withoutExcluded(r, exclude)), 0, 0, 0); err != nil {
 			return nil, nil, fmt.Errorf("row %d: %w", i, err)
 		}
-		var row parquet.Row
+		start := len(vals)
 		for _, vs := range enc.cols {
-			row = append(row, vs...)
+			vals = append(vals, vs...)
 		}
-		batch = append(batch, row)
+		batch = append(batch, parquet.Row(vals[start:len(vals):len(vals)]))
 		stats.add(r)
 		if len(batch) == cap(batch) {
 			if err := flush(); err != nil {
