@@ -34,15 +34,9 @@ import tempfile
 import time
 import urllib.request
 
-LOG4J2 = """\
-rootLogger.level = error
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
-"""
+# The Spark reader's log configuration (errors only, to stderr): this script runs beside it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spark_read_table import LOG4J2  # noqa: E402
 
 
 def registry(url, path, body=None):

@@ -3,6 +3,7 @@ package streamsource
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strconv"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 )
 
 // clients returns the AWS SDK's own DynamoDB and Streams clients pointed at a source: the
@@ -34,17 +37,14 @@ func clients(t *testing.T, src *Source, attempts int) (*dynamodb.Client, *dynamo
 
 func waitDone(t *testing.T, src *Source) Progress {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p := src.Progress()
-		if p.Done {
-			return p
+	var p Progress
+	stacktest.Eventually(t, 30*time.Second, "the generation's end", func() error {
+		if p = src.Progress(); !p.Done {
+			return fmt.Errorf("%d records generated", p.Generated)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("generation not done after 30s: %+v", p)
-		}
-		time.Sleep(50 * time.Millisecond) // polling the generation's end
-	}
+		return nil
+	})
+	return p
 }
 
 // TestSourceReadsLikeAStream reads a source whose shards roll over and split while it generates,

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,4 +172,99 @@ func tail(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// waitReady waits until every running replica answers /readyz with 200.
+func (f *fleet) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, svc := range []string{"producer", "enricher", "sink"} {
+		for _, r := range f.running(svc) {
+			for {
+				select {
+				case <-r.done:
+					return fmt.Errorf("%s exited while starting:\n%s", r.id, tail(r.logPath, 30))
+				default:
+				}
+				resp, err := http.Get("http://" + r.addr + "/readyz")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s not ready after %s:\n%s", r.id, timeout, tail(r.logPath, 30))
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// waitMetric waits until a metric of svc's first replica reaches want.
+func (f *fleet) waitMetric(ctx context.Context, svc, metric string, want float64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		rs := f.running(svc)
+		got := 0.0
+		if len(rs) > 0 {
+			got = metricSum(rs[0].addr, metric)
+		}
+		if got >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s is %g after %s, want %g", svc, metric, got, timeout, want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// metricSum adds up every series of a metric on a replica's /metrics (0 when it does not answer).
+func metricSum(addr, name string) float64 { return metricWith(addr, name, "") }
+
+// metricWith adds up the series of a metric whose labels contain label (`table="x"`; "" for all).
+func metricWith(addr, name, label string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		if label != "" && !strings.Contains(line[:strings.LastIndexByte(line, ' ')], label) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// watch fails the run when a service exits on its own while the workload runs.
+func watch(ctx context.Context, f *fleet) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		if r := f.exited(); r != nil {
+			return fmt.Errorf("%s exited on its own; its log:\n%s", r.id, tail(r.logPath, 40))
+		}
+	}
 }

@@ -54,21 +54,20 @@ type speedOptions struct {
 
 // speedRun is one run's measurements (also its JSON line).
 type speedRun struct {
-	Offered     int                `json:"offered"`
-	Achieved    float64            `json:"achieved"`
-	P50ms       int64              `json:"p50_ms"`
-	P99ms       int64              `json:"p99_ms"`
-	CPUs        map[string]float64 `json:"cpu_s"`
-	RSSMiB      map[string]int64   `json:"rss_mb"`
-	Generated   uint64             `json:"generated"`
-	Rows        int64              `json:"changelog_rows"`
-	Seconds     float64            `json:"seconds"`
-	DrainS      float64            `json:"drain_s"` // from the generation's end until every change was in the changelog; -1 if never
-	Sustained   bool               `json:"sustained"`
-	MaxBacklog  uint64             `json:"max_stream_backlog"` // generated but not yet read by the producer
-	Throttled   int64              `json:"throttled_calls"`
-	Shards      int                `json:"shards"`
-	MirrorFiles int                `json:"-"`
+	Offered    int                `json:"offered"`
+	Achieved   float64            `json:"achieved"`
+	P50ms      int64              `json:"p50_ms"`
+	P99ms      int64              `json:"p99_ms"`
+	CPUs       map[string]float64 `json:"cpu_s"`
+	RSSMiB     map[string]int64   `json:"rss_mb"`
+	Generated  uint64             `json:"generated"`
+	Rows       int64              `json:"changelog_rows"`
+	Seconds    float64            `json:"seconds"`
+	DrainS     float64            `json:"drain_s"` // from the generation's end until every change was in the changelog; -1 if never
+	Sustained  bool               `json:"sustained"`
+	MaxBacklog uint64             `json:"max_stream_backlog"` // generated but not yet read by the producer
+	Throttled  int64              `json:"throttled_calls"`
+	Shards     int                `json:"shards"`
 }
 
 func (r *speedRun) line() string {
