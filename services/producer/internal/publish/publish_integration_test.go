@@ -218,10 +218,17 @@ func TestClaimsAcrossPartitions(t *testing.T) {
 	if _, err := adm.CreatePartitions(ctx, 1, cpTopic); err != nil {
 		t.Fatal(err)
 	}
-	grown, err := EnsureCheckpointTopic(ctx, adm, cpTopic, 4, 1)
-	if err != nil || grown != 5 {
-		t.Fatalf("after adding a partition: %d, %v", grown, err)
-	}
+	// The broker answers metadata from its cache, which may still show four partitions for a
+	// moment after CreatePartitions returns.
+	var grown int32
+	stacktest.Eventually(t, 30*time.Second, "the checkpoint topic shows 5 partitions", func() error {
+		var err error
+		grown, err = EnsureCheckpointTopic(ctx, adm, cpTopic, 4, 1)
+		if err == nil && grown != 5 {
+			err = fmt.Errorf("%d partitions", grown)
+		}
+		return err
+	})
 	cps2, err := NewCheckpoints(base, cpTopic, grown, "test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
