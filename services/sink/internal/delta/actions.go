@@ -1,8 +1,8 @@
 // Package delta is ddb2delta's implementation of the Delta Lake transaction protocol
-// (delta-io/delta PROTOCOL.md), reader version 1 and writer version 2: the lowest versions that
-// carry what the sink uses (metaData with schema evolution, add/remove with statistics, txn for
-// idempotent writes, commitInfo, Parquet checkpoints). No table features, column mapping or
-// deletion vectors are used, so every Delta reader since 2019 can read the tables.
+// (delta-io/delta PROTOCOL.md): reader version 1 / writer version 2 tables (metaData with schema
+// evolution, add/remove with statistics, txn for idempotent writes, commitInfo, Parquet
+// checkpoints), which every Delta reader since 2019 reads, and reader 3 / writer 7 tables with the
+// deletionVectors feature (dv.go), which mirrors use to update rows without rewriting files.
 //
 // A table is a directory (or S3 prefix) holding Parquet data files and _delta_log/, whose
 // %020d.json files are the commits, each a list of actions, one JSON object per line. A commit
@@ -21,12 +21,6 @@ import (
 	"time"
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
-)
-
-// The protocol versions this package writes and reads.
-const (
-	ReaderVersion = 1
-	WriterVersion = 2
 )
 
 // Protocol is the protocol action.
@@ -73,6 +67,7 @@ type Add struct {
 	DataChange       bool              `json:"dataChange"`
 	Stats            string            `json:"stats,omitempty"`
 	Tags             map[string]string `json:"tags,omitempty"`
+	DeletionVector   *DeletionVector   `json:"deletionVector,omitempty"`
 }
 
 // Remove is the remove action: a data file that is no longer part of the table.
@@ -84,6 +79,18 @@ type Remove struct {
 	PartitionValues      map[string]string `json:"partitionValues"`
 	Size                 int64             `json:"size"`
 	Tags                 map[string]string `json:"tags,omitempty"`
+	DeletionVector       *DeletionVector   `json:"deletionVector,omitempty"`
+}
+
+// RemoveOf returns the remove action of a live file (with its deletion vector, so that log
+// replay removes exactly that version of it) at deletion time now.
+func RemoveOf(a *Add, now int64, dataChange bool) Action {
+	pv := a.PartitionValues
+	if pv == nil {
+		pv = map[string]string{}
+	}
+	return Action{Remove: &Remove{Path: a.Path, DeletionTimestamp: now, DataChange: dataChange, ExtendedFileMetadata: true,
+		PartitionValues: pv, Size: a.Size, Tags: a.Tags, DeletionVector: a.DeletionVector}}
 }
 
 // Txn is the txn action: the latest version of an application's idempotent writes. The sink

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
 )
 
 // CheckpointName is the name of version v's (single-file) checkpoint.
@@ -26,14 +27,76 @@ func f(name string, t deltatype.DataType) deltatype.StructField {
 var checkpointSchema = &deltatype.StructType{Fields: []deltatype.StructField{
 	f("txn", deltatype.StructOf(f("appId", deltatype.String), f("version", deltatype.Long), f("lastUpdated", deltatype.Long))),
 	f("add", deltatype.StructOf(f("path", deltatype.String), f("partitionValues", mapType()), f("size", deltatype.Long),
-		f("modificationTime", deltatype.Long), f("dataChange", deltatype.Boolean), f("stats", deltatype.String), f("tags", mapType()))),
+		f("modificationTime", deltatype.Long), f("dataChange", deltatype.Boolean), f("stats", deltatype.String), f("tags", mapType()),
+		f("deletionVector", dvType))),
 	f("remove", deltatype.StructOf(f("path", deltatype.String), f("deletionTimestamp", deltatype.Long), f("dataChange", deltatype.Boolean),
-		f("extendedFileMetadata", deltatype.Boolean), f("partitionValues", mapType()), f("size", deltatype.Long))),
+		f("extendedFileMetadata", deltatype.Boolean), f("partitionValues", mapType()), f("size", deltatype.Long), f("deletionVector", dvType))),
 	f("metaData", deltatype.StructOf(f("id", deltatype.String), f("name", deltatype.String), f("description", deltatype.String),
 		f("format", deltatype.StructOf(f("provider", deltatype.String), f("options", mapType()))), f("schemaString", deltatype.String),
 		f("partitionColumns", deltatype.ArrayOf(deltatype.String)), f("configuration", mapType()), f("createdTime", deltatype.Long))),
-	f("protocol", deltatype.StructOf(f("minReaderVersion", deltatype.Integer), f("minWriterVersion", deltatype.Integer))),
+	f("protocol", deltatype.StructOf(f("minReaderVersion", deltatype.Integer), f("minWriterVersion", deltatype.Integer),
+		f("readerFeatures", deltatype.ArrayOf(deltatype.String)), f("writerFeatures", deltatype.ArrayOf(deltatype.String)))),
 }}
+
+// dvType is the checkpoint type of a deletion vector descriptor.
+var dvType = deltatype.StructOf(f("storageType", deltatype.String), f("pathOrInlineDv", deltatype.String), f("offset", deltatype.Integer),
+	f("sizeInBytes", deltatype.Integer), f("cardinality", deltatype.Long), f("maxRowIndex", deltatype.Long))
+
+// dvRow renders a deletion vector descriptor for a checkpoint (nil for none).
+func dvRow(d *DeletionVector) any {
+	if d == nil {
+		return nil
+	}
+	m := map[string]any{"storageType": d.StorageType, "pathOrInlineDv": d.PathOrInlineDv, "sizeInBytes": d.SizeInBytes, "cardinality": d.Cardinality}
+	if d.Offset != nil {
+		m["offset"] = *d.Offset
+	}
+	if d.MaxRowIndex != nil {
+		m["maxRowIndex"] = *d.MaxRowIndex
+	}
+	return m
+}
+
+// dvOf parses a checkpoint's deletion vector descriptor.
+func dvOf(v any) *DeletionVector {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	d := &DeletionVector{StorageType: str(m["storageType"]), PathOrInlineDv: str(m["pathOrInlineDv"]), SizeInBytes: i32(m["sizeInBytes"]), Cardinality: i64(m["cardinality"])}
+	if o, ok := m["offset"].(int32); ok {
+		d.Offset = &o
+	}
+	if x, ok := m["maxRowIndex"].(int64); ok {
+		d.MaxRowIndex = &x
+	}
+	return d
+}
+
+// strList renders a string list for a checkpoint (nil for none).
+func strList(l []string) any {
+	if l == nil {
+		return nil
+	}
+	out := make([]any, len(l))
+	for i, s := range l {
+		out[i] = s
+	}
+	return out
+}
+
+// listOf parses a checkpoint's string list.
+func listOf(v any) []string {
+	l, ok := v.([]any)
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		out = append(out, str(x))
+	}
+	return out
+}
 
 func orEmpty(m map[string]string) map[string]string {
 	if m == nil {
@@ -55,7 +118,8 @@ func optString(s string) any {
 func (t *Table) WriteCheckpoint(ctx context.Context, snap *Snapshot) error {
 	var rows []parquetio.Row
 	rows = append(rows, parquetio.Row{"protocol": map[string]any{
-		"minReaderVersion": int32(snap.Protocol.MinReaderVersion), "minWriterVersion": int32(snap.Protocol.MinWriterVersion)}})
+		"minReaderVersion": int32(snap.Protocol.MinReaderVersion), "minWriterVersion": int32(snap.Protocol.MinWriterVersion),
+		"readerFeatures": strList(snap.Protocol.ReaderFeatures), "writerFeatures": strList(snap.Protocol.WriterFeatures)}})
 	m := snap.Metadata
 	cols := make([]any, len(m.PartitionColumns))
 	for i, c := range m.PartitionColumns {
@@ -77,7 +141,8 @@ func (t *Table) WriteCheckpoint(ctx context.Context, snap *Snapshot) error {
 	for _, p := range sortedKeys(snap.Files) {
 		a := snap.Files[p]
 		rows = append(rows, parquetio.Row{"add": map[string]any{"path": a.Path, "partitionValues": orEmpty(a.PartitionValues), "size": a.Size,
-			"modificationTime": a.ModificationTime, "dataChange": false, "stats": optString(a.Stats), "tags": nilIfEmpty(a.Tags)}})
+			"modificationTime": a.ModificationTime, "dataChange": false, "stats": optString(a.Stats), "tags": nilIfEmpty(a.Tags),
+			"deletionVector": dvRow(a.DeletionVector)}})
 	}
 	retention := t.tombstoneRetention(snap)
 	expired := t.Now().Add(-retention).UnixMilli()
@@ -87,7 +152,8 @@ func (t *Table) WriteCheckpoint(ctx context.Context, snap *Snapshot) error {
 			continue
 		}
 		rows = append(rows, parquetio.Row{"remove": map[string]any{"path": r.Path, "deletionTimestamp": r.DeletionTimestamp,
-			"dataChange": r.DataChange, "extendedFileMetadata": r.ExtendedFileMetadata, "partitionValues": nilIfEmpty(r.PartitionValues), "size": r.Size}})
+			"dataChange": r.DataChange, "extendedFileMetadata": r.ExtendedFileMetadata, "partitionValues": nilIfEmpty(r.PartitionValues), "size": r.Size,
+			"deletionVector": dvRow(r.DeletionVector)}})
 	}
 	data, _, err := parquetio.Write(checkpointSchema, nil, rows, parquetio.Options{})
 	if err != nil {
@@ -131,7 +197,8 @@ func (t *Table) readCheckpoint(ctx context.Context, v int64) (*Snapshot, error) 
 		switch {
 		case r["protocol"] != nil:
 			p := r["protocol"].(map[string]any)
-			actions = append(actions, Action{Protocol: &Protocol{MinReaderVersion: int(i32(p["minReaderVersion"])), MinWriterVersion: int(i32(p["minWriterVersion"]))}})
+			actions = append(actions, Action{Protocol: &Protocol{MinReaderVersion: int(i32(p["minReaderVersion"])), MinWriterVersion: int(i32(p["minWriterVersion"])),
+				ReaderFeatures: listOf(p["readerFeatures"]), WriterFeatures: listOf(p["writerFeatures"])}})
 		case r["metaData"] != nil:
 			m := r["metaData"].(map[string]any)
 			md := &Metadata{ID: str(m["id"]), Name: str(m["name"]), Description: str(m["description"]), SchemaString: str(m["schemaString"]),
@@ -151,11 +218,13 @@ func (t *Table) readCheckpoint(ctx context.Context, v int64) (*Snapshot, error) 
 		case r["add"] != nil:
 			a := r["add"].(map[string]any)
 			actions = append(actions, Action{Add: &Add{Path: str(a["path"]), PartitionValues: strMap(a["partitionValues"]), Size: i64(a["size"]),
-				ModificationTime: i64(a["modificationTime"]), DataChange: false, Stats: str(a["stats"]), Tags: strMap(a["tags"])}})
+				ModificationTime: i64(a["modificationTime"]), DataChange: false, Stats: str(a["stats"]), Tags: strMap(a["tags"]),
+				DeletionVector: dvOf(a["deletionVector"])}})
 		case r["remove"] != nil:
 			x := r["remove"].(map[string]any)
 			actions = append(actions, Action{Remove: &Remove{Path: str(x["path"]), DeletionTimestamp: i64(x["deletionTimestamp"]),
-				DataChange: b(x["dataChange"]), ExtendedFileMetadata: b(x["extendedFileMetadata"]), PartitionValues: strMap(x["partitionValues"]), Size: i64(x["size"])}})
+				DataChange: b(x["dataChange"]), ExtendedFileMetadata: b(x["extendedFileMetadata"]), PartitionValues: strMap(x["partitionValues"]), Size: i64(x["size"]),
+				DeletionVector: dvOf(x["deletionVector"])}})
 		}
 	}
 	snap := Empty()
@@ -206,15 +275,41 @@ func ReadRows(ctx context.Context, t *Table) ([]parquetio.Row, error) {
 	}
 	var out []parquetio.Row
 	for _, p := range sortedKeys(snap.Files) {
-		data, err := t.Store.Read(ctx, p)
+		rows, err := ReadFile(ctx, t.Store, snap.Files[p])
 		if err != nil {
 			return nil, err
-		}
-		rows, err := parquetio.ReadData(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		out = append(out, rows...)
 	}
 	return out, nil
+}
+
+// ReadFile returns the rows of a live data file, in file order, without those its deletion
+// vector deletes. Values of types the sink cannot write back are errors (parquetio.ReadData).
+func ReadFile(ctx context.Context, store storage.Store, a *Add) ([]parquetio.Row, error) {
+	data, err := store.Read(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := parquetio.ReadData(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.Path, err)
+	}
+	if a.DeletionVector == nil {
+		return rows, nil
+	}
+	dv, err := LoadDV(ctx, store, a.DeletionVector)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.Path, err)
+	}
+	if m := dv.Maximum(); !dv.IsEmpty() && int(m) >= len(rows) {
+		return nil, fmt.Errorf("%s: its deletion vector deletes row %d of %d", a.Path, m, len(rows))
+	}
+	kept := rows[:0]
+	for i, r := range rows {
+		if !dv.Contains(uint32(i)) {
+			kept = append(kept, r)
+		}
+	}
+	return kept, nil
 }

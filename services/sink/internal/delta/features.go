@@ -22,35 +22,77 @@ const (
 	metaInvariants = "delta.invariants"
 )
 
-// writerVersionFeatures names what each writer protocol version above 2 adds, for errors.
+// writerVersionFeatures names what each legacy writer protocol version above 2 adds, for errors.
 var writerVersionFeatures = map[int]string{
 	3: "CHECK constraints",
 	4: "generated columns or the change data feed",
 	5: "column mapping",
 	6: "identity columns",
-	7: "table features",
 }
 
-// describeProtocol says what a protocol the sink cannot write needs, and what to do.
-func describeProtocol(p *Protocol) string {
+// Table features (reader version 3, writer version 7) the sink reads and writes as their
+// requirements say. The writer features beyond deletion vectors are those of writer version 2 and
+// CHECK constraints, which the sink honours by refusing to write a table that has one
+// (CheckWritable).
+var (
+	readerFeatures = []string{FeatureDeletionVectors}
+	writerFeatures = []string{FeatureDeletionVectors, "appendOnly", "invariants", "checkConstraints"}
+)
+
+// FeatureDeletionVectors is the table feature of deletion vectors.
+const FeatureDeletionVectors = "deletionVectors"
+
+// LegacyProtocol is the protocol of the sink's tables without deletion vectors: reader 1, writer
+// 2, readable by every Delta reader since 2019.
+func LegacyProtocol() *Protocol { return &Protocol{MinReaderVersion: 1, MinWriterVersion: 2} }
+
+// DVProtocol is the protocol of a table with deletion vectors.
+func DVProtocol() *Protocol {
+	return &Protocol{MinReaderVersion: 3, MinWriterVersion: 7,
+		ReaderFeatures: []string{FeatureDeletionVectors}, WriterFeatures: []string{FeatureDeletionVectors}}
+}
+
+// HasFeature reports whether a protocol lists a table feature (reader or writer).
+func (p *Protocol) HasFeature(name string) bool {
+	return p != nil && (slices.Contains(p.ReaderFeatures, name) || slices.Contains(p.WriterFeatures, name))
+}
+
+// unsupported returns what of a protocol the sink lacks (nil: it reads and writes the table).
+func unsupported(p *Protocol) []string {
 	var needs []string
-	if p.MinReaderVersion > ReaderVersion {
+	switch {
+	case p.MinReaderVersion == 2 || p.MinReaderVersion > 3:
 		needs = append(needs, fmt.Sprintf("reader version %d", p.MinReaderVersion))
+	case p.MinReaderVersion == 3:
+		for _, f := range p.ReaderFeatures {
+			if !slices.Contains(readerFeatures, f) {
+				needs = append(needs, "reader feature "+f)
+			}
+		}
 	}
-	if p.MinWriterVersion > WriterVersion {
+	switch {
+	case p.MinWriterVersion > 2 && p.MinWriterVersion < 7 || p.MinWriterVersion > 7:
 		w := fmt.Sprintf("writer version %d", p.MinWriterVersion)
 		if f := writerVersionFeatures[p.MinWriterVersion]; f != "" {
 			w += " (" + f + ")"
 		}
 		needs = append(needs, w)
+	case p.MinWriterVersion == 7:
+		for _, f := range p.WriterFeatures {
+			if !slices.Contains(writerFeatures, f) {
+				needs = append(needs, "writer feature "+f)
+			}
+		}
 	}
-	if feats := slices.Concat(p.ReaderFeatures, p.WriterFeatures); len(feats) > 0 {
-		slices.Sort(feats)
-		needs = append(needs, "features "+strings.Join(slices.Compact(feats), ", "))
-	}
-	return "the table needs " + strings.Join(needs, ", ") +
-		"; ddb2delta's sink writes reader 1 / writer 2 tables and would ignore what the newer protocol requires of writers," +
-		" so it refuses to write (an engine that upgraded the table, e.g. by ADD CONSTRAINT or enabling a feature, must not be followed by this sink)"
+	return slices.Compact(needs)
+}
+
+// describeProtocol says what a protocol the sink cannot write needs, and what to do.
+func describeProtocol(p *Protocol) string {
+	return "the table needs " + strings.Join(unsupported(p), ", ") +
+		"; ddb2delta's sink writes reader 1 / writer 2 tables, and reader 3 / writer 7 tables with the features " +
+		strings.Join(writerFeatures, ", ") + ", and would ignore what the newer protocol requires of writers," +
+		" so it refuses to write (an engine that upgraded the table, e.g. by enabling a feature, must not be followed by this sink)"
 }
 
 // CheckWritable returns an error wrapping ErrUnsupported, naming the property or column, when

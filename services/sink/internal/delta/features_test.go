@@ -41,12 +41,21 @@ func TestCheckWritableNamesWhatTheSinkCannotHonour(t *testing.T) {
 			t.Errorf("%s: %v, want ErrUnsupported naming %q", c.name, err, c.want)
 		}
 	}
-	// A protocol upgraded by another engine is refused, naming what it needs.
+	// A protocol upgraded by another engine is refused, naming what it needs; deletion vectors and
+	// CHECK constraints (refused only when one is defined) are not among that.
 	err := Empty().apply(3, []Action{{Protocol: &Protocol{MinReaderVersion: 3, MinWriterVersion: 7,
-		ReaderFeatures: []string{"deletionVectors"}, WriterFeatures: []string{"deletionVectors", "checkConstraints"}}}})
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "writer version 7 (table features)") ||
-		!strings.Contains(err.Error(), "checkConstraints, deletionVectors") {
+		ReaderFeatures: []string{"deletionVectors", "columnMapping"}, WriterFeatures: []string{"deletionVectors", "checkConstraints", "columnMapping", "rowTracking"}}}})
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "reader feature columnMapping, writer feature columnMapping, writer feature rowTracking;") {
 		t.Errorf("protocol 3/7: %v", err)
+	}
+	for _, p := range []*Protocol{{MinReaderVersion: 2, MinWriterVersion: 5}, {MinReaderVersion: 1, MinWriterVersion: 4}} {
+		if err := Empty().apply(3, []Action{{Protocol: p}}); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("protocol %d/%d: %v", p.MinReaderVersion, p.MinWriterVersion, err)
+		}
+	}
+	if err := Empty().apply(3, []Action{{Protocol: &Protocol{MinReaderVersion: 3, MinWriterVersion: 7,
+		ReaderFeatures: []string{"deletionVectors"}, WriterFeatures: []string{"deletionVectors", "checkConstraints", "appendOnly", "invariants"}}}}); err != nil {
+		t.Errorf("a deletion-vector table: %v", err)
 	}
 }
 

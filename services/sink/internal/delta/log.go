@@ -36,7 +36,7 @@ type Snapshot struct {
 	Metadata *Metadata
 	Files    map[string]*Add    // live data files by path
 	Txns     map[string]Txn     // by app id
-	Removed  map[string]*Remove // tombstones by path, for vacuum
+	Removed  map[string]*Remove // tombstones by FileKey (path and deletion vector), for vacuum
 	// CheckpointVersion is the version of the last checkpoint read or written (-1: none).
 	CheckpointVersion int64
 }
@@ -73,7 +73,7 @@ func (s *Snapshot) Clone() *Snapshot {
 // copy that stays. A commit that needs a protocol this package lacks leaves it unchanged.
 func (s *Snapshot) apply(v int64, actions []Action) error {
 	for _, a := range actions {
-		if a.Protocol != nil && (a.Protocol.MinReaderVersion > ReaderVersion || a.Protocol.MinWriterVersion > WriterVersion) {
+		if a.Protocol != nil && len(unsupported(a.Protocol)) > 0 {
 			return fmt.Errorf("version %d: %w: %s", v, ErrUnsupported, describeProtocol(a.Protocol))
 		}
 	}
@@ -86,10 +86,14 @@ func (s *Snapshot) apply(v int64, actions []Action) error {
 			s.Metadata = a.MetaData
 		case a.Add != nil:
 			s.Files[a.Add.Path] = a.Add
-			delete(s.Removed, a.Add.Path)
+			delete(s.Removed, FileKey(a.Add.Path, a.Add.DeletionVector))
 		case a.Remove != nil:
-			delete(s.Files, a.Remove.Path)
-			s.Removed[a.Remove.Path] = a.Remove
+			// Files are keyed by path and deletion vector: a commit changing a file's deletion
+			// vector removes the old one and adds the new one, in either order.
+			if live, ok := s.Files[a.Remove.Path]; ok && live.DeletionVector.UniqueID() == a.Remove.DeletionVector.UniqueID() {
+				delete(s.Files, a.Remove.Path)
+			}
+			s.Removed[FileKey(a.Remove.Path, a.Remove.DeletionVector)] = a.Remove
 		case a.Txn != nil:
 			s.Txns[a.Txn.AppID] = *a.Txn
 		}

@@ -182,7 +182,7 @@ func TestReplayRefusesGapsAndNewerProtocols(t *testing.T) {
 		t.Fatalf("gap: %v", err)
 	}
 	tb2 := newTestTable(t)
-	if err := tb2.Store.Write(ctx, CommitName(0), []byte(`{"protocol":{"minReaderVersion":3,"minWriterVersion":7}}`+"\n")); err != nil {
+	if err := tb2.Store.Write(ctx, CommitName(0), []byte(`{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["v2Checkpoint"],"writerFeatures":["v2Checkpoint"]}}`+"\n")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tb2.Snapshot(ctx); !errors.Is(err, ErrUnsupported) {

@@ -44,9 +44,12 @@ type Config struct {
 	PartitionByDate bool   // changelog only
 	// TargetFileRows bounds the rows of one data file. Default: 1,000,000.
 	TargetFileRows int
-	// Buckets is the number of key-hash buckets of a mirror table, fixed when the table is
-	// created (recorded in its configuration). Default: 16.
+	// Buckets is the number of key-hash buckets of a copy-on-write mirror table, fixed when the
+	// table is created (recorded in its configuration). Default: 16.
 	Buckets int
+	// MirrorStrategy is how a mirror replaces rows: StrategyDeletionVectors or
+	// StrategyCopyOnWrite (the default here; the sink's settings choose deletion vectors).
+	MirrorStrategy string
 	// Properties are set in the table's configuration when the writer creates it.
 	Properties map[string]string
 	// Hints fix the column types of attributes (schema_hints).
@@ -88,6 +91,8 @@ type Writer struct {
 	log   *slog.Logger
 	snap  *delta.Snapshot
 	lay   *layout.Layout
+	// mirror is a mirror's strategy (nil for a changelog).
+	mirror mirrorStrategy
 }
 
 // ConfBuckets is the table configuration key holding a mirror's bucket count.
@@ -103,7 +108,48 @@ func New(cfg Config, store storage.Store, log *slog.Logger) *Writer {
 	}
 	t := delta.NewTable(store)
 	t.Log = log
-	return &Writer{cfg: cfg, table: t, log: log}
+	w := &Writer{cfg: cfg, table: t, log: log}
+	if cfg.Mode == layout.Mirror {
+		if cfg.MirrorStrategy == StrategyDeletionVectors {
+			w.mirror = newDVStrategy(w)
+		} else {
+			w.cfg.MirrorStrategy = StrategyCopyOnWrite
+			w.mirror = cowStrategy{w}
+		}
+	}
+	return w
+}
+
+// ConfEnableDV is the table property allowing writers to create deletion vectors.
+const ConfEnableDV = "delta.enableDeletionVectors"
+
+// protocolFor returns the protocol (and whether the table's properties need
+// delta.enableDeletionVectors) the writer's strategy needs of a table at protocol p (nil: a new
+// table); nil when p will do. A table moving to deletion vectors keeps the features it had, and
+// a legacy one lists those its writer version implied.
+func (w *Writer) protocolFor(p *delta.Protocol) *delta.Protocol {
+	if w.cfg.MirrorStrategy != StrategyDeletionVectors {
+		if p == nil {
+			return delta.LegacyProtocol()
+		}
+		return nil
+	}
+	if p == nil {
+		return delta.DVProtocol()
+	}
+	if p.HasFeature(delta.FeatureDeletionVectors) {
+		return nil
+	}
+	up := delta.DVProtocol()
+	if p.MinReaderVersion == 3 {
+		up.ReaderFeatures = append(slices.Clone(p.ReaderFeatures), delta.FeatureDeletionVectors)
+	}
+	if p.MinWriterVersion == 7 {
+		up.WriterFeatures = append(slices.Clone(p.WriterFeatures), delta.FeatureDeletionVectors)
+	} else {
+		up.WriterFeatures = []string{"appendOnly", "invariants", delta.FeatureDeletionVectors}
+	}
+	return up
 }
 
 // Table returns the Delta table.
@@ -252,15 +298,30 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 			conf[layout.ConfLayout] = layout.ConfLayoutTyped
 		}
 		if w.cfg.Mode == layout.Mirror {
-			conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
+			conf["ddb2delta.mirror.strategy"] = w.cfg.MirrorStrategy
+			if w.cfg.MirrorStrategy == StrategyDeletionVectors {
+				conf[ConfEnableDV] = "true"
+			} else {
+				conf[ConfBuckets] = strconv.Itoa(w.cfg.Buckets)
+			}
 		}
 		actions = append(actions,
-			delta.Action{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
+			delta.Action{Protocol: w.protocolFor(nil)},
 			delta.Action{MetaData: &delta.Metadata{ID: delta.NewID(), Name: w.cfg.Name, Format: delta.Format{Provider: "parquet", Options: map[string]string{}},
 				SchemaString: string(b), PartitionColumns: orEmpty(w.lay.PartitionColumns()), Configuration: conf, CreatedTime: w.table.Now().UnixMilli()}})
 		w.lay.Grew()
-	} else if w.lay.Grew() {
+	} else if up, grew := w.protocolFor(read.Protocol), w.lay.Grew(); up != nil || grew || w.cfg.MirrorStrategy == StrategyDeletionVectors && read.Metadata.Configuration[ConfEnableDV] != "true" {
+		// The schema grew, or a table moves to deletion vectors (as Spark's ALTER TABLE SET
+		// TBLPROPERTIES ('delta.enableDeletionVectors' = true) does).
 		md := *read.Metadata
+		if w.cfg.MirrorStrategy == StrategyDeletionVectors && md.Configuration[ConfEnableDV] != "true" {
+			md.Configuration = maps.Clone(md.Configuration)
+			md.Configuration[ConfEnableDV] = "true"
+			w.log.Info("table moves to deletion vectors", "table", w.cfg.Name, "protocol", up)
+		}
+		if up != nil {
+			actions = append(actions, delta.Action{Protocol: up})
+		}
 		b, _ := json.Marshal(schema)
 		md.SchemaString = string(b)
 		if _, ok := md.Configuration[delta.ConfStatsColumns]; ok && w.cfg.Properties[delta.ConfStatsColumns] == "" { // kept current
@@ -268,7 +329,9 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 			md.Configuration[delta.ConfStatsColumns] = statsColumns(schema, w.lay.PartitionColumns())
 		}
 		actions = append(actions, delta.Action{MetaData: &md})
-		w.log.Info("table schema evolved", "table", w.cfg.Name, "columns", len(schema.Fields))
+		if grew {
+			w.log.Info("table schema evolved", "table", w.cfg.Name, "columns", len(schema.Fields))
+		}
 	}
 	var data []delta.Action
 	var written []string
@@ -298,7 +361,11 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		keys = append(keys, p.row[layout.ColKey].(string))
 	}
 	slices.Sort(keys)
-	snap, err := w.table.Commit(ctx, read, actions, info, w.check(data, slices.Compact(keys)))
+	var check delta.Check
+	if w.mirror != nil {
+		check = w.mirror.check(data, slices.Compact(keys))
+	}
+	snap, err := w.table.Commit(ctx, read, actions, info, check)
 	if err != nil {
 		if snap == nil {
 			return res, written, err
@@ -306,6 +373,9 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		w.log.Warn("committed, but the checkpoint failed", "table", w.cfg.Name, "error", err)
 	}
 	w.snap = snap
+	if w.mirror != nil {
+		w.mirror.committed(snap)
+	}
 	res.Version = snap.Version
 	return res, written, nil
 }

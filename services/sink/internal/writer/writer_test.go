@@ -147,9 +147,18 @@ func mirrorState(t *testing.T, w *Writer) map[string]string {
 	return out
 }
 
-func TestMirrorUpsertsDeletesAndGuards(t *testing.T) {
+// strategies runs a test under each mirror strategy.
+func strategies(t *testing.T, f func(t *testing.T, strategy string)) {
+	for _, s := range []string{StrategyCopyOnWrite, StrategyDeletionVectors} {
+		t.Run(s, func(t *testing.T) { f(t, s) })
+	}
+}
+
+func TestMirrorUpsertsDeletesAndGuards(t *testing.T) { strategies(t, testMirrorUpsertsDeletesAndGuards) }
+
+func testMirrorUpsertsDeletesAndGuards(t *testing.T, strategy string) {
 	ctx := context.Background()
-	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 8})
+	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 8, MirrorStrategy: strategy})
 	v := func(n int) map[string]types.AttributeValue { return map[string]types.AttributeValue{"v": num(n)} }
 	var off int64
 	next := func() int64 { off++; return off }
@@ -173,8 +182,27 @@ func TestMirrorUpsertsDeletesAndGuards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rewritten >= filesAfterLoad || res.Stale != 2 {
-		t.Fatalf("second batch rewrote %d of %d files, %d stale; want fewer than all, 2 stale", res.Rewritten, filesAfterLoad, res.Stale)
+	switch strategy {
+	case StrategyCopyOnWrite:
+		if res.Rewritten >= filesAfterLoad || res.Stale != 2 {
+			t.Fatalf("second batch rewrote %d of %d files, %d stale; want fewer than all, 2 stale", res.Rewritten, filesAfterLoad, res.Stale)
+		}
+	case StrategyDeletionVectors:
+		// The three rows replaced or deleted (k01, k02, k04) are marked in the loaded file's
+		// vector; the three new rows (k01, k04, k99) are one new file.
+		var dvs []int64
+		for _, a := range w.Snapshot().Files {
+			if a.DeletionVector != nil {
+				dvs = append(dvs, a.DeletionVector.Cardinality)
+			}
+		}
+		if filesAfterLoad != 1 || res.Stale != 2 || res.Files != 1 || res.Rewritten != 1 || len(w.Snapshot().Files) != 2 || fmt.Sprint(dvs) != "[3]" {
+			t.Fatalf("after %d files, the second batch wrote %d files, marked rows in %d, %d stale; the table has %d files, vectors %v",
+				filesAfterLoad, res.Files, res.Rewritten, res.Stale, len(w.Snapshot().Files), dvs)
+		}
+		if p := w.Snapshot().Protocol; !p.HasFeature(delta.FeatureDeletionVectors) || p.MinReaderVersion != 3 || p.MinWriterVersion != 7 {
+			t.Fatalf("protocol %+v", p)
+		}
 	}
 	got := mirrorState(t, w)
 	want := map[string]string{}
@@ -191,7 +219,9 @@ func TestMirrorUpsertsDeletesAndGuards(t *testing.T) {
 
 // Two writers of one mirror table (two sink replicas, each with its own partitions) racing:
 // conflicts on a bucket make the loser retry from the new snapshot; the result is exact.
-func TestConcurrentMirrorWriters(t *testing.T) {
+func TestConcurrentMirrorWriters(t *testing.T) { strategies(t, testConcurrentMirrorWriters) }
+
+func testConcurrentMirrorWriters(t *testing.T, strategy string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	want := map[string]string{}
@@ -202,7 +232,7 @@ func TestConcurrentMirrorWriters(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4})
+			w := newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy})
 			rng := rand.New(rand.NewPCG(uint64(p), 1))
 			var off int64
 			for b := range 15 {
@@ -287,7 +317,7 @@ func TestTableOfAnEarlierLayoutContinues(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := w.Table().Commit(ctx, snap, []delta.Action{
-		{Protocol: &delta.Protocol{MinReaderVersion: delta.ReaderVersion, MinWriterVersion: delta.WriterVersion}},
+		{Protocol: delta.LegacyProtocol()},
 		{MetaData: &delta.Metadata{ID: delta.NewID(), Format: delta.Format{Provider: "parquet", Options: map[string]string{}}, SchemaString: schema,
 			PartitionColumns: []string{}, Configuration: map[string]string{"ddb2delta.mode": "mirror", ConfBuckets: "4"}}},
 	}, nil, nil); err != nil {

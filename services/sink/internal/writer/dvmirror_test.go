@@ -1,0 +1,129 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+)
+
+// mirrorModel is what a mirror must hold: key → value, or absent.
+type mirrorModel map[string]string
+
+// randomBatch makes n changes of random keys among keys, each key always from the same Kafka
+// partition (of parts) unless moved is set (a topic that grew: keys land in other partitions).
+// Sequence numbers grow with *seq; one change in ten of a key with a row is older than that row
+// (a stale change the guard must ignore). The model is updated with the changes that must win.
+func randomBatch(rng *rand.Rand, m mirrorModel, last map[string]int, n, keys int, parts int32, moved bool, seq *int, offs map[int32]int64) []Change {
+	var batch []Change
+	for range n {
+		id := fmt.Sprintf("k%04d", rng.IntN(keys))
+		p := int32(len(id)+int(id[len(id)-1])) % parts
+		if moved {
+			p = int32(rng.IntN(int(parts)))
+		}
+		*seq += 1 + rng.IntN(3)
+		s := *seq
+		// Older than the table's row: ignored. (Only while the key has a row: like copy-on-write,
+		// the guard compares with the table's row, and a deleted key has none.)
+		if _, present := m[`[["S","`+id+`"]]`]; present && rng.IntN(10) == 0 {
+			s = last[id] - 1
+		}
+		op := "u"
+		switch r := rng.IntN(10); {
+		case r < 2:
+			op = "d"
+		case r < 4:
+			op = "c"
+		}
+		offs[p]++
+		batch = append(batch, change(op, id, s, false, map[string]types.AttributeValue{"v": num(s)}, p, offs[p]))
+		if s > last[id] {
+			last[id] = s
+			k := `[["S","` + id + `"]]`
+			if op == "d" {
+				delete(m, k)
+			} else {
+				m[k] = fmt.Sprint(s)
+			}
+		}
+	}
+	return batch
+}
+
+// A deletion-vector mirror under random upserts, deletes and stale changes holds exactly the
+// newest row of every key after every batch: across writer restarts (the key index rebuilt from
+// the files and vectors, the snapshot from checkpoints), keys moving partitions, and the strategy
+// switching both ways on the same table.
+func TestDVMirrorMatchesModel(t *testing.T) {
+	for seed := range uint64(4) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			rng := rand.New(rand.NewPCG(seed, 7))
+			m, last, offs := mirrorModel{}, map[string]int{}, map[int32]int64{}
+			seq := 1000
+			strategy := StrategyDeletionVectors
+			w := newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy, TargetFileRows: 50})
+			for b := range 45 {
+				switch {
+				case b%9 == 8: // restart
+					w.Close()
+					w = newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy, TargetFileRows: 50})
+				case b == 20 || b == 30: // another strategy on the same table, and back
+					if strategy == StrategyDeletionVectors {
+						strategy = StrategyCopyOnWrite
+					} else {
+						strategy = StrategyDeletionVectors
+					}
+					w.Close()
+					w = newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy, TargetFileRows: 50})
+				}
+				batch := randomBatch(rng, m, last, 5+rng.IntN(60), 120, 3, b >= 35, &seq, offs)
+				if _, err := w.Write(ctx, batch, nil); err != nil {
+					t.Fatalf("batch %d (%s): %v", b, strategy, err)
+				}
+				if diff := modelDiff(mirrorState(t, w), m); diff != "" {
+					t.Fatalf("batch %d (%s): %s", b, strategy, diff)
+				}
+			}
+			dvFiles := 0
+			for _, a := range w.Snapshot().Files {
+				if a.DeletionVector != nil {
+					dvFiles++
+				}
+			}
+			if dvFiles == 0 || w.Snapshot().CheckpointVersion < 0 && w.Snapshot().Version >= 10 {
+				t.Logf("files with vectors %d, checkpoint %d", dvFiles, w.Snapshot().CheckpointVersion)
+			}
+			if dvFiles == 0 {
+				t.Fatal("no file has a deletion vector at the end")
+			}
+		})
+	}
+}
+
+// modelDiff describes how a mirror's rows differ from the model ("" when they do not).
+func modelDiff(got map[string]string, want mirrorModel) string {
+	var d []string
+	for k, v := range got {
+		if w, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s=%s should not be there", k, v))
+		} else if w != v {
+			d = append(d, fmt.Sprintf("%s=%s, want %s", k, v, w))
+		}
+	}
+	for k, v := range want {
+		if _, ok := got[k]; !ok {
+			d = append(d, fmt.Sprintf("%s=%s missing", k, v))
+		}
+	}
+	slices.Sort(d)
+	return strings.Join(d, "; ")
+}
