@@ -154,7 +154,9 @@ func strategies(t *testing.T, f func(t *testing.T, strategy string)) {
 	}
 }
 
-func TestMirrorUpsertsDeletesAndGuards(t *testing.T) { strategies(t, testMirrorUpsertsDeletesAndGuards) }
+func TestMirrorUpsertsDeletesAndGuards(t *testing.T) {
+	strategies(t, testMirrorUpsertsDeletesAndGuards)
+}
 
 func testMirrorUpsertsDeletesAndGuards(t *testing.T, strategy string) {
 	ctx := context.Background()
