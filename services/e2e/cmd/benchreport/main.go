@@ -40,10 +40,13 @@ type Report struct {
 	Cores   int       `json:"cores"`
 	GoOS    string    `json:"goos"`
 	Results []Result  `json:"results"`
-	// Systems are the full-speed and peer lines (E2E-BENCH, PEER-BENCH), as their key=value pairs
-	// with the kind under "bench".
+	// Systems are the key=value lines of the system benchmarks (E2E-BENCH, PEER-BENCH,
+	// SERVICE-BENCH, SINK-BENCH), as their pairs with the kind under "bench".
 	Systems []map[string]string `json:"systems,omitempty"`
 }
+
+// systemKinds are the prefixes of the system benchmarks' lines.
+var systemKinds = []string{"E2E-BENCH", "PEER-BENCH", "SERVICE-BENCH", "SINK-BENCH"}
 
 func main() {
 	jsonOut := flag.String("json", "", "write the report as JSON to this file")
@@ -75,7 +78,7 @@ func parse(r io.Reader) (*Report, error) {
 			rep.CPU = cpu
 			continue
 		}
-		if kind, rest, ok := strings.Cut(line, " "); ok && (kind == "E2E-BENCH" || kind == "PEER-BENCH") {
+		if kind, rest, ok := strings.Cut(line, " "); ok && slices.Contains(systemKinds, kind) {
 			m := map[string]string{"bench": kind}
 			for _, kv := range strings.Fields(rest) {
 				if k, v, ok := strings.Cut(kv, "="); ok {

@@ -68,14 +68,14 @@ func run(ctx context.Context, rt *service.Runtime, s *settings.Settings) error {
 			return fmt.Errorf("table %s: %w", t.Name, err)
 		}
 		w := writer.New(writer.Config{Name: t.Name, Mode: t.Mode, PartitionByDate: t.PartitionBy == "date",
-			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets, Properties: t.Properties, Hints: hints}, st, rt.Log)
+			TargetFileRows: t.TargetFileRows, Buckets: t.Buckets, MirrorStrategy: t.MirrorStrategy, Properties: t.Properties, Hints: hints}, st, rt.Log)
 		w.Table().CheckpointInterval = s.CheckpointInterval
 		w.Table().TombstoneRetention = s.Maintenance.Retention
 		cfg.Tables = append(cfg.Tables, pipeline.Table{Name: t.Name, Topics: t.Topics, Writer: w})
 		maint = append(maint, maintained{table: delta.NewTable(st), cfg: maintenance.Config{Name: t.Name, MinFiles: s.Maintenance.MinFiles,
 			SmallFileBytes: s.Maintenance.SmallFileBytes, TargetFileRows: t.TargetFileRows, Retention: s.Maintenance.Retention,
-			ForceRetention: s.Maintenance.ForceRetention}})
-		rt.Log.Info("table", "name", t.Name, "mode", t.Mode, "location", loc, "topics", t.Topics)
+			ForceRetention: s.Maintenance.ForceRetention, PurgeFraction: s.Maintenance.PurgeFraction}})
+		rt.Log.Info("table", "name", t.Name, "mode", t.Mode, "mirror_strategy", t.MirrorStrategy, "location", loc, "topics", t.Topics)
 	}
 
 	// Start-up steps are retried while their dependency fails, so an outage at start-up delays the

@@ -144,6 +144,9 @@ func dvFileName(prefix string, u [16]byte) string {
 
 // DVPath returns the table-relative path of a "u" deletion vector's file.
 func DVPath(d *DeletionVector) (string, error) {
+	if d == nil {
+		return "", errors.New("no deletion vector")
+	}
 	if d.StorageType != DVStorageUUID {
 		return "", fmt.Errorf("deletion vector of storage type %q has no table-relative file", d.StorageType)
 	}

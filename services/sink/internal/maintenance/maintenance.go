@@ -12,6 +12,7 @@ package maintenance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,9 @@ type Config struct {
 	// ForceRetention is set.
 	Retention      time.Duration
 	ForceRetention bool
+	// PurgeFraction: a file whose deletion vector deletes at least this fraction of its rows is
+	// rewritten without them (with its group's small files), whatever its size. Default: 0.3.
+	PurgeFraction float64
 }
 
 // ErrRetentionTooShort is returned (wrapped) by Vacuum when Config.Retention is shorter than the
@@ -61,6 +65,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention <= 0 {
 		c.Retention = 7 * 24 * time.Hour
 	}
+	if c.PurgeFraction <= 0 || c.PurgeFraction > 1 {
+		c.PurgeFraction = 0.3
+	}
 	return c
 }
 
@@ -69,25 +76,47 @@ type Result struct {
 	Version      int64 // the compaction commit's version; -1 when nothing was compacted
 	Compacted    int   // files merged away
 	Written      int   // files written by compaction
+	Purged       int   // files with deletion vectors among those merged away
 	Vacuumed     int   // files deleted
 	VacuumedSize int64
 }
 
-// tagBucket is the mirror writer's bucket tag (package writer).
-const tagBucket = "ddb2delta.bucket"
+// The mirror writer's file tags (package writer): a copy-on-write file's key-hash bucket, a
+// deletion-vector mirror file's Kafka partition.
+const (
+	tagBucket    = "ddb2delta.bucket"
+	tagPartition = "ddb2delta.partition"
+)
 
-// group returns the compaction group of a file: its partition values and bucket.
+// group returns the compaction group of a file: its partition values, bucket and Kafka partition.
 func group(a *delta.Add) string {
 	keys := make([]string, 0, len(a.PartitionValues))
 	for k, v := range a.PartitionValues {
 		keys = append(keys, k+"="+v)
 	}
 	sort.Strings(keys)
-	return strings.Join(keys, "/") + "|" + a.Tags[tagBucket]
+	return strings.Join(keys, "/") + "|" + a.Tags[tagBucket] + "|" + a.Tags[tagPartition]
 }
 
-// Compact merges the small files of every group that has at least MinFiles of them, in one
-// commit. Rows keep their order: changelog files by Kafka position, mirror files by key.
+// deletedFraction is the fraction of a file's rows its deletion vector deletes (0 without one,
+// or without a row count in its statistics).
+func deletedFraction(a *delta.Add) float64 {
+	if a.DeletionVector == nil {
+		return 0
+	}
+	var st struct {
+		NumRecords int64 `json:"numRecords"`
+	}
+	if json.Unmarshal([]byte(a.Stats), &st) != nil || st.NumRecords <= 0 {
+		return 0
+	}
+	return float64(a.DeletionVector.Cardinality) / float64(st.NumRecords)
+}
+
+// Compact merges the small files of every group that has at least MinFiles of them, and purges
+// files whose deletion vectors delete PurgeFraction of their rows or more (with the small files of
+// their group), in one commit. Rows keep their order: changelog files by Kafka position, mirror
+// files by key; rows deletion vectors delete are left out.
 func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) (Result, error) {
 	cfg = cfg.withDefaults()
 	res := Result{Version: -1}
@@ -101,32 +130,35 @@ func Compact(ctx context.Context, t *delta.Table, cfg Config, log *slog.Logger) 
 	}
 	mirror := snap.Metadata.Configuration["ddb2delta.mode"] == layout.Mirror
 	groups := map[string][]*delta.Add{}
+	purge := map[string]int{} // group → files due a purge
 	for _, a := range snap.Files {
-		if a.Size < cfg.SmallFileBytes {
+		due := deletedFraction(a) >= cfg.PurgeFraction
+		if a.Size < cfg.SmallFileBytes || due {
 			groups[group(a)] = append(groups[group(a)], a)
+		}
+		if due {
+			purge[group(a)]++
 		}
 	}
 	var actions []delta.Action
 	now := t.Now().UnixMilli()
 	for _, g := range slices.Sorted(maps.Keys(groups)) {
 		files := groups[g]
-		if len(files) < cfg.MinFiles {
+		if len(files) < cfg.MinFiles && purge[g] == 0 {
 			continue
 		}
 		sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 		var rows []parquetio.Row
 		for _, a := range files {
-			data, err := t.Store.Read(ctx, a.Path)
+			r, err := delta.ReadFile(ctx, t.Store, a)
 			if err != nil {
 				return res, fmt.Errorf("table %s: reading %s: %w", cfg.Name, a.Path, err)
 			}
-			r, err := parquetio.ReadData(data)
-			if err != nil {
-				return res, fmt.Errorf("table %s: %s: %w", cfg.Name, a.Path, err)
-			}
 			rows = append(rows, r...)
-			actions = append(actions, delta.Action{Remove: &delta.Remove{Path: a.Path, DeletionTimestamp: now, DataChange: false,
-				ExtendedFileMetadata: true, PartitionValues: a.PartitionValues, Size: a.Size, Tags: a.Tags}})
+			actions = append(actions, delta.RemoveOf(a, now, false))
+			if a.DeletionVector != nil {
+				res.Purged++
+			}
 		}
 		if mirror {
 			sort.SliceStable(rows, func(i, j int) bool { return rows[i][layout.ColKey].(string) < rows[j][layout.ColKey].(string) })
@@ -211,16 +243,32 @@ func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log 
 	if err != nil {
 		return res, err
 	}
+	// Live: the data files of the latest version and their deletion vector files. Removed: when
+	// each file (data or vector) was last removed, by the tombstones still kept.
+	live := map[string]bool{}
+	for p, a := range snap.Files {
+		live[p] = true
+		if dv, err := delta.DVPath(a.DeletionVector); err == nil {
+			live[dv] = true
+		}
+	}
+	removed := map[string]int64{}
+	for _, r := range snap.Removed {
+		removed[r.Path] = max(removed[r.Path], r.DeletionTimestamp)
+		if dv, err := delta.DVPath(r.DeletionVector); err == nil {
+			removed[dv] = max(removed[dv], r.DeletionTimestamp)
+		}
+	}
 	for _, o := range objs {
 		if strings.HasPrefix(o.Name, "_delta_log/") || strings.HasPrefix(o.Name, "_") && !strings.HasPrefix(o.Name, layout.ColDate+"=") {
 			continue
 		}
-		if _, live := snap.Files[o.Name]; live {
+		if live[o.Name] {
 			continue
 		}
 		old := o.Modified.Before(horizon)
-		if rm, ok := snap.Removed[o.Name]; ok {
-			old = time.UnixMilli(rm.DeletionTimestamp).Before(horizon)
+		if ts, ok := removed[o.Name]; ok {
+			old = time.UnixMilli(ts).Before(horizon)
 		}
 		if !old {
 			continue

@@ -40,6 +40,12 @@ func change(id string, seq int, off int64) writer.Change {
 // table writes batches of changes, one commit (and file per group) each.
 func table(t *testing.T, mode string, batches [][]writer.Change) *writer.Writer {
 	t.Helper()
+	return tableWith(t, writer.Config{Name: "t", Mode: mode, Buckets: 2, PartitionByDate: mode == layout.Changelog}, batches)
+}
+
+// tableWith is table with a writer configuration.
+func tableWith(t *testing.T, cfg writer.Config, batches [][]writer.Change) *writer.Writer {
+	t.Helper()
 	st, err := storage.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +54,8 @@ func table(t *testing.T, mode string, batches [][]writer.Change) *writer.Writer 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := writer.New(writer.Config{Name: "t", Mode: mode, Buckets: 2, PartitionByDate: mode == layout.Changelog, Hints: hints}, st, quiet)
+	cfg.Hints = hints
+	w := writer.New(cfg, st, quiet)
 	t.Cleanup(w.Close) // a checkpoint being written finishes before the directory goes
 	for _, b := range batches {
 		if _, err := w.Write(context.Background(), b, nil); err != nil {
@@ -250,5 +257,92 @@ func TestCleanLog(t *testing.T) {
 	after, err := delta.NewTable(tb.Store).Snapshot(ctx)
 	if err != nil || after.Version != before.Version || len(after.Files) != len(before.Files) {
 		t.Fatalf("after cleanup: version %d, %d files (%v); want %d, %d", after.Version, len(after.Files), err, before.Version, len(before.Files))
+	}
+}
+
+// A deletion-vector mirror whose file loses most of its rows to updates gets it purged: rewritten
+// without the deleted rows (dataChange=false), the rows the same, the writer going on on top.
+// Vacuum then deletes the purged file and the vector files no kept version references, and keeps
+// those that the live files and younger tombstones reference.
+func TestPurgeAndVacuumWithDeletionVectors(t *testing.T) {
+	ctx := context.Background()
+	var batches [][]writer.Change
+	off := int64(0)
+	var first []writer.Change
+	for i := range 20 {
+		off++
+		first = append(first, change(fmt.Sprintf("k%02d", i), 1, off))
+	}
+	batches = append(batches, first)
+	for b := range 4 { // 4 batches of 4 updates: 16 of the first file's 20 rows deleted
+		var batch []writer.Change
+		for i := range 4 {
+			off++
+			batch = append(batch, change(fmt.Sprintf("k%02d", b*4+i), 10+b, off))
+		}
+		batches = append(batches, batch)
+	}
+	w := tableWith(t, writer.Config{Name: "t", Mode: layout.Mirror, MirrorStrategy: writer.StrategyDeletionVectors}, batches)
+	tb := w.Table()
+	before := sorted(allRows(t, tb))
+	snap, _ := tb.Snapshot(ctx)
+	dvFiles := map[string]bool{}
+	for _, a := range snap.Files {
+		if a.DeletionVector != nil {
+			p, _ := delta.DVPath(a.DeletionVector)
+			dvFiles[p] = true
+			if a.DeletionVector.Cardinality != 16 {
+				t.Fatalf("the first file's vector deletes %d rows, want 16", a.DeletionVector.Cardinality)
+			}
+		}
+	}
+	if len(dvFiles) != 1 || len(before) != 20 {
+		t.Fatalf("%d files with vectors, %d rows", len(dvFiles), len(before))
+	}
+	res, err := Compact(ctx, tb, Config{Name: "t", MinFiles: 100}, quiet)
+	if err != nil || res.Purged != 1 || res.Version < 0 {
+		t.Fatalf("purge %+v %v", res, err)
+	}
+	after, _ := tb.Snapshot(ctx)
+	for _, a := range after.Files {
+		if a.DeletionVector != nil {
+			t.Fatalf("a file still has a vector after the purge: %+v", a)
+		}
+	}
+	if got := sorted(allRows(t, tb)); !reflect.DeepEqual(got, before) {
+		t.Fatal("the purge changed the rows")
+	}
+	if _, err := w.Write(ctx, []writer.Change{change("k19", 99, off+1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rows := allRows(t, tb)
+	n := 0
+	for _, r := range rows {
+		if r["_key"] == `[["S","k19"]]` {
+			n++
+			if r["v"] != int64(99) {
+				t.Fatalf("k19 = %v", r["v"])
+			}
+		}
+	}
+	if n != 1 || len(rows) != 20 {
+		t.Fatalf("k19 has %d rows, the table %d", n, len(rows))
+	}
+	// Within the retention the old vector files stay (older versions read them); past it they go,
+	// and the live files' vector (the writer's last update) stays.
+	if res, err := Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour, ForceRetention: true}, time.Now(), quiet); err != nil || res.Vacuumed != 0 {
+		t.Fatalf("vacuum within the retention %+v %v", res, err)
+	}
+	res, err = Vacuum(ctx, tb, Config{Name: "t", Retention: time.Hour, ForceRetention: true}, time.Now().Add(2*time.Hour), quiet)
+	if err != nil || res.Vacuumed == 0 {
+		t.Fatalf("vacuum past the retention %+v %v", res, err)
+	}
+	for p := range dvFiles {
+		if _, err := tb.Store.Read(ctx, p); err == nil {
+			t.Fatalf("vector file %s referenced only by old versions survived vacuum", p)
+		}
+	}
+	if got := allRows(t, tb); len(got) != 20 {
+		t.Fatalf("after vacuum the table reads %d rows (%v)", len(got), err)
 	}
 }

@@ -64,6 +64,9 @@ type Maintenance struct {
 	// ForceRetention lets vacuum use a Retention shorter than a table's
 	// delta.deletedFileRetentionDuration. Default: false.
 	ForceRetention bool `yaml:"force_retention"`
+	// PurgeFraction: a file whose deletion vector deletes at least this fraction of its rows is
+	// rewritten without them. Default: 0.3.
+	PurgeFraction float64 `yaml:"purge_fraction"`
 }
 
 // Batch is when buffered changes are committed: whichever limit is reached first.
@@ -101,7 +104,12 @@ type Table struct {
 	// PartitionBy partitions a changelog table: "" (not partitioned) or "date" (the UTC date of
 	// the source change, column _date). Default: "".
 	PartitionBy string `yaml:"partition_by"`
-	// Buckets is a mirror table's number of key-hash buckets, fixed at creation. Default: 16.
+	// MirrorStrategy is how a mirror replaces rows: deletion_vectors (new rows in new files, the
+	// replaced ones marked deleted; readers need Delta's deletionVectors feature) or copy_on_write
+	// (the files holding replaced rows rewritten; every Delta reader). Default: deletion_vectors.
+	MirrorStrategy string `yaml:"mirror_strategy"`
+	// Buckets is a copy-on-write mirror's number of key-hash buckets, fixed at creation.
+	// Default: 16.
 	Buckets int `yaml:"buckets"`
 	// TargetFileRows bounds the rows of one data file. Default: 1000000.
 	TargetFileRows int `yaml:"target_file_rows"`
@@ -128,6 +136,9 @@ func (s S3) AWS() awsconf.Config { return awsconf.Config{Region: s.Region, Endpo
 // Modes are the table modes.
 var Modes = []string{"changelog", "mirror"}
 
+// MirrorStrategies are the mirror strategies, the default first.
+var MirrorStrategies = []string{"deletion_vectors", "copy_on_write"}
+
 // Defaults returns the sink's defaults, which point at the native stack.
 func Defaults() *Settings {
 	b := service.DefaultBase(":18103")
@@ -140,7 +151,7 @@ func Defaults() *Settings {
 		Batch:              Batch{MaxRows: 100000, MaxBytes: 64 << 20, MaxAge: time.Second},
 		DeadLetters:        "ddb2delta.dlq.sink",
 		CheckpointInterval: 10,
-		Maintenance:        Maintenance{Interval: 10 * time.Minute, MinFiles: 8, SmallFileBytes: 32 << 20, Retention: 7 * 24 * time.Hour},
+		Maintenance:        Maintenance{Interval: 10 * time.Minute, MinFiles: 8, SmallFileBytes: 32 << 20, Retention: 7 * 24 * time.Hour, PurgeFraction: 0.3},
 	}
 }
 
@@ -180,9 +191,9 @@ func (s *Settings) Validate() error {
 	if !kafkaName.MatchString(s.DeadLetters) {
 		p.Add("dead_letters", "%q is not a valid topic name", s.DeadLetters)
 	}
-	if m := s.Maintenance; m.Interval < 0 || m.MinFiles < 2 || m.SmallFileBytes < 1 || m.Retention < time.Hour {
-		p.Add("maintenance", "interval must be 0 or positive, min_files at least 2, small_file_bytes positive and retention at least 1h, got %s, %d, %d, %s",
-			m.Interval, m.MinFiles, m.SmallFileBytes, m.Retention)
+	if m := s.Maintenance; m.Interval < 0 || m.MinFiles < 2 || m.SmallFileBytes < 1 || m.Retention < time.Hour || m.PurgeFraction <= 0 || m.PurgeFraction > 1 {
+		p.Add("maintenance", "interval must be 0 or positive, min_files at least 2, small_file_bytes positive, retention at least 1h and purge_fraction in (0, 1], got %s, %d, %d, %s, %g",
+			m.Interval, m.MinFiles, m.SmallFileBytes, m.Retention, m.PurgeFraction)
 	}
 	if s.CheckpointInterval < 1 {
 		p.Add("checkpoint_interval", "must be at least 1, got %d", s.CheckpointInterval)
@@ -223,6 +234,12 @@ func (s *Settings) Validate() error {
 		}
 		if !slices.Contains(Modes, t.Mode) {
 			p.Add(key+".mode", "%q is not changelog or mirror", t.Mode)
+		}
+		if t.MirrorStrategy == "" {
+			t.MirrorStrategy = MirrorStrategies[0]
+		}
+		if !slices.Contains(MirrorStrategies, t.MirrorStrategy) {
+			p.Add(key+".mirror_strategy", "%q is not %s", t.MirrorStrategy, strings.Join(MirrorStrategies, " or "))
 		}
 		if !validLocation(t.Location) {
 			p.Add(key+".location", "must be a directory, file:// or s3:// URL, got %q", t.Location)

@@ -275,15 +275,22 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 		if loc.opts != nil {
 			s3opts = loc.opts
 		}
-		for _, mode := range []string{layout.Changelog, layout.Mirror} {
-			t.Run(loc.name+"/"+mode, func(t *testing.T) {
+		for _, variant := range []string{layout.Changelog, layout.Mirror, layout.Mirror + "-dv"} {
+			mode, strategy := layout.Changelog, ""
+			if variant != layout.Changelog {
+				mode, strategy = layout.Mirror, StrategyCopyOnWrite
+				if variant == layout.Mirror+"-dv" {
+					strategy = StrategyDeletionVectors
+				}
+			}
+			t.Run(loc.name+"/"+variant, func(t *testing.T) {
 				st := loc.store(t)
 				tables = append(tables, loc.url(st))
 				hints, err := layout.ParseHints(deltarsHints)
 				if err != nil {
 					t.Fatal(err)
 				}
-				w := New(Config{Name: "orders", Mode: mode, PartitionByDate: mode == layout.Changelog, Buckets: 4, Hints: hints}, st, testLog())
+				w := New(Config{Name: "orders", Mode: mode, PartitionByDate: mode == layout.Changelog, Buckets: 4, Hints: hints, MirrorStrategy: strategy}, st, testLog())
 				w.Table().CheckpointInterval = 3
 				var off int64
 				model := ddbavro.NewModel("orders")
@@ -343,6 +350,22 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 					}
 				}
 				before := compare(t, s, w, loc, st)
+				if strategy == StrategyDeletionVectors {
+					// Spark reads the rows the deletion vectors leave, from the checkpoint (with
+					// their descriptors) and the commits after it.
+					vectors := 0
+					for _, a := range w.Snapshot().Files {
+						if a.DeletionVector != nil {
+							vectors++
+						}
+					}
+					if vectors == 0 {
+						t.Fatal("no file has a deletion vector")
+					}
+					if spark := compareWith(t, s, readers(s)[1], w, loc, st); !reflect.DeepEqual(spark, before) {
+						t.Fatal("Spark reads other rows than delta-rs")
+					}
+				}
 				// Compaction changes files, not rows: delta-rs reads the same rows after it.
 				cres, err := maintenance.Compact(ctx, w.Table(), maintenance.Config{Name: "orders", MinFiles: 2}, testLog())
 				if err != nil || cres.Version < 0 {
@@ -359,7 +382,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				if got := observed(mode, rows); !reflect.DeepEqual(got, expect) {
 					t.Fatalf("the rows read differ from the rows expected from the changes:\n got %v\nwant %v", got, expect)
 				}
-				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after, and Spark after", loc.name, mode, cres.Version, len(rows), cres.Compacted, cres.Written)
+				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after, and Spark after", loc.name, variant, cres.Version, len(rows), cres.Compacted, cres.Written)
 			})
 		}
 	}

@@ -29,11 +29,7 @@ func foreignRewrite(t *testing.T, w *Writer, dataChange bool, drop ...string) {
 	var rows []parquetio.Row
 	var actions []delta.Action
 	for _, p := range slices.Sorted(maps.Keys(snap.Files)) {
-		data, err := tb.Store.Read(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := parquetio.ReadData(data)
+		r, err := delta.ReadFile(ctx, tb.Store, snap.Files[p])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +38,7 @@ func foreignRewrite(t *testing.T, w *Writer, dataChange bool, drop ...string) {
 				rows = append(rows, row)
 			}
 		}
-		actions = append(actions, delta.Action{Remove: &delta.Remove{Path: p, DataChange: dataChange, ExtendedFileMetadata: true, PartitionValues: map[string]string{}}})
+		actions = append(actions, delta.RemoveOf(snap.Files[p], 0, dataChange))
 	}
 	data, stats, err := parquetio.Write(schema, nil, rows, parquetio.Options{})
 	if err != nil {
@@ -58,12 +54,69 @@ func foreignRewrite(t *testing.T, w *Writer, dataChange bool, drop ...string) {
 	}
 }
 
+// foreignDVDelete commits what Spark's DELETE does on a table with deletion vectors: the rows of
+// drop marked in the vectors of the files holding them (a remove of each such file with its old
+// vector, an add with the new one), in a vector file of its own.
+func foreignDVDelete(t *testing.T, w *Writer, drop ...string) {
+	t.Helper()
+	ctx := context.Background()
+	tb := delta.NewTable(w.Table().Store)
+	snap, err := tb.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dvw := delta.NewDVWriter()
+	var actions []delta.Action
+	for _, p := range slices.Sorted(maps.Keys(snap.Files)) {
+		a := snap.Files[p]
+		data, err := tb.Store.Read(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := parquetio.ReadData(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dv, err := delta.LoadDV(ctx, tb.Store, a.DeletionVector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := dv.GetCardinality()
+		for i, r := range rows {
+			if slices.Contains(drop, r[layout.ColKey].(string)) {
+				dv.Add(uint32(i))
+			}
+		}
+		if dv.GetCardinality() == before {
+			continue
+		}
+		desc, err := dvw.Add(dv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		na := *a
+		na.DeletionVector, na.DataChange, na.Tags = desc, true, a.Tags
+		actions = append(actions, delta.RemoveOf(a, 0, true), delta.Action{Add: &na})
+	}
+	if len(actions) == 0 {
+		t.Fatalf("no file holds %v", drop)
+	}
+	if err := tb.Store.Write(ctx, dvw.Name(), dvw.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Commit(ctx, snap, actions, map[string]any{"operation": "DELETE"}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestOtherWritersFiles: after another engine compacts a mirror (or deletes from it) into files
 // without bucket tags, upserts and deletes still find the rows they replace: no key twice, no
 // delete lost, and the foreign rows move back into bucket files.
-func TestOtherWritersFiles(t *testing.T) {
+func TestOtherWritersFiles(t *testing.T) { strategies(t, testOtherWritersFiles) }
+
+func testOtherWritersFiles(t *testing.T, strategy string) {
 	ctx := context.Background()
-	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4})
+	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy})
 	v := func(n int) map[string]types.AttributeValue { return map[string]types.AttributeValue{"v": num(n)} }
 	key := func(id string) string { return `[["S","` + id + `"]]` }
 	want := map[string]string{}
@@ -99,7 +152,7 @@ func TestOtherWritersFiles(t *testing.T) {
 		t.Fatalf("after another writer's OPTIMIZE\n got %v\nwant %v", got, want)
 	}
 	for _, a := range w.Snapshot().Files {
-		if w.fileBucket(a) < 0 {
+		if strategy == StrategyCopyOnWrite && w.fileBucket(a) < 0 {
 			t.Fatalf("%s: another writer's file still live after a batch covering its key range", a.Path)
 		}
 	}
@@ -111,20 +164,36 @@ func TestOtherWritersFiles(t *testing.T) {
 	if got := mirrorState(t, w); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after another writer's DELETE\n got %v\nwant %v", got, want)
 	}
+	// Another writer deletes k08 and k09 with deletion vectors (Spark's DELETE on a table with
+	// them); the source updates k08 and k10.
+	foreignDVDelete(t, w, key("k08"), key("k09"))
+	delete(want, key("k08"))
+	delete(want, key("k09"))
+	if got := mirrorState(t, w); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after another writer's DELETE with deletion vectors\n got %v\nwant %v", got, want)
+	}
+	write(mk("u", "k08", 40, 808), mk("u", "k10", 41, 1010), mk("d", "k11", 42, 0))
+	if got := mirrorState(t, w); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a batch on top of another writer's deletion vectors\n got %v\nwant %v", got, want)
+	}
 }
 
 // TestConflictWithAnotherWritersAdd: a concurrent commit of another writer adding a file whose
 // key range covers a key of the batch (a MERGE inserting it, say) conflicts, and the batch is
 // rebuilt on top of it: the key is not in two files.
 func TestConflictWithAnotherWritersAdd(t *testing.T) {
+	strategies(t, testConflictWithAnotherWritersAdd)
+}
+
+func testConflictWithAnotherWritersAdd(t *testing.T, strategy string) {
 	ctx := context.Background()
-	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4})
+	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy})
 	v := func(n int) map[string]types.AttributeValue { return map[string]types.AttributeValue{"v": num(n)} }
 	if _, err := w.Write(ctx, []Change{change("c", "a", 1, false, v(1), 0, 1)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Another writer (holding an old snapshot of ours) adds key b at a newer sequence number.
-	other := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4})
+	other := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy})
 	if _, err := other.Write(ctx, []Change{change("c", "b", 50, false, v(50), 1, 1)}, nil); err != nil {
 		t.Fatal(err)
 	}
