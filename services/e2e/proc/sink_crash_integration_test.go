@@ -32,13 +32,14 @@ import (
 )
 
 // TestSinkSurvivesKill9 runs the real sink binary on a stream of change events (inserts, updates,
-// deletes over 60 items, a new attribute appearing half-way) into a mirror and a changelog table,
+// deletes over 60 items, a new attribute appearing half-way) into two mirrors (deletion vectors
+// and copy-on-write) and a changelog table,
 // kills it with SIGKILL at random moments (six times; with commits every ~200 ms the kills land
 // before, during and after Parquet writes and Delta commits, and between a commit and the offset
 // commit) and restarts it; then makes it kill itself exactly after writing Parquet files but
 // before committing them, and exactly after a Delta commit but before the Kafka offset commit.
 // Afterwards delta-rs and Spark, reading the tables independently, must find every
-// event exactly once in the changelog and the mirror equal to the fold of the events.
+// event exactly once in the changelog and each mirror equal to the fold of the events.
 func TestSinkSurvivesKill9(t *testing.T) {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry)
 	ctx := stacktest.Context(t, 5*time.Minute)
@@ -74,9 +75,10 @@ tables_root: %s
 batch: {max_rows: 40, max_age: 200ms}
 checkpoint_interval: 5
 tables:
-  - {name: mirror, topics: [%s], mode: mirror, location: mirror, buckets: 4, schema_hints: {v: long}}
-  - {name: changelog, topics: [%s], mode: changelog, location: changelog, partition_by: date}
-`, prefix, prefix, dir, topic, topic)
+  - {name: mirror, topics: [%s], mode: mirror, location: mirror, schema_hints: {v: long}}
+  - {name: mirror_cow, topics: [%[4]s], mode: mirror, mirror_strategy: copy_on_write, location: mirror_cow, buckets: 4, schema_hints: {v: long}}
+  - {name: changelog, topics: [%[4]s], mode: changelog, location: changelog, partition_by: date}
+`, prefix, prefix, dir, topic)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -184,16 +186,18 @@ tables:
 		if len(seen) != produced {
 			return fmt.Errorf("changelog has %d of %d events", len(seen), produced)
 		}
-		mirror, err := readRows(python, s, script, filepath.Join(dir, "mirror"))
-		if err != nil {
-			return err
-		}
-		got := map[string]string{}
-		for _, r := range mirror {
-			got[fmt.Sprint(r["_key"])] = fmt.Sprint(r["v"])
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			return fmt.Errorf("mirror has %d items, the fold %d (or values differ)", len(got), len(want))
+		for _, table := range []string{"mirror", "mirror_cow"} { // deletion vectors, copy-on-write
+			mirror, err := readRows(python, s, script, filepath.Join(dir, table))
+			if err != nil {
+				return err
+			}
+			got := map[string]string{}
+			for _, r := range mirror {
+				got[fmt.Sprint(r["_key"])] = fmt.Sprint(r["v"])
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("%s has %d items, the fold %d (or values differ)", table, len(got), len(want))
+			}
 		}
 		return nil
 	}
@@ -207,7 +211,7 @@ tables:
 	if _, err := p.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Error(err)
 	}
-	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs and Spark read each once in the changelog and the mirror equals the fold (%d items)", produced, len(want))
+	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs and Spark read each once in the changelog and both mirrors equal the fold (%d items)", produced, len(want))
 }
 
 // readRows reads a table's rows with an independent reader: read_table.py (delta-rs) or

@@ -497,7 +497,7 @@ tables:
     mode: mirror
     schema_hints: {line: long, qty: long, written_ms: long, address.inner.floor: int, address.geo: array<double>}
   - {name: orders_changelog, location: orders_changelog, topics: [%[1]s.cdc.%[2]s], mode: changelog, schema_hints: {line: long, written_ms: long}}
-  - {name: customers_mirror, location: customers_mirror, topics: [%[1]s.cdc.%[3]s], mode: mirror}
+  - {name: customers_mirror, location: customers_mirror, topics: [%[1]s.cdc.%[3]s], mode: mirror, mirror_strategy: copy_on_write}
   - {name: orders_enriched, location: orders_enriched, topics: [%[1]s.enriched.orders_enriched], mode: mirror}
 `, runID, orders, customers, deltaRoot),
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"os"
 	"os/exec"
@@ -297,14 +298,29 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				// The rows expected, computed from the changes alone: changelog rows by
 				// partition@offset, mirror rows by key.
 				expect := map[string]expected{}
+				// A mirror's expected state at each version (key → sequence number), for Spark's
+				// time travel over every version.
+				state, states := map[string]string{}, map[int64]map[string]string{}
 				record := func(op, id string, p int32, off int64, name, n string) {
+					k := `[["S","` + id + `"]]`
+					seq, _ := layout.PadSequence(fmt.Sprint(off * 10))
 					if mode == layout.Changelog {
 						expect[fmt.Sprint(p, "@", off)] = expected{op, name, n}
 					} else if op == "d" {
-						delete(expect, `[["S","`+id+`"]]`)
+						delete(expect, k)
+						delete(state, k)
 					} else {
-						expect[`[["S","`+id+`"]]`] = expected{op, name, n}
+						expect[k] = expected{op, name, n}
+						state[k] = seq
 					}
+				}
+				write := func(changes []Change) {
+					t.Helper()
+					res, err := w.Write(ctx, changes, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					states[res.Version] = maps.Clone(state)
 				}
 				for batch := range 7 {
 					var changes []Change
@@ -329,9 +345,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 						changes = append(changes, viaAvro(t, encodings[loc.name], model, change(op, id, int(off)*10, false, attrs, int32(i%3), off)))
 						record(op, id, int32(i%3), off, fmt.Sprintf("名前 %d", batch*100+i), n)
 					}
-					if _, err := w.Write(ctx, changes, nil); err != nil {
-						t.Fatal(err)
-					}
+					write(changes)
 				}
 				if cp, err := w.Table().WaitCheckpoint(); cp < 3 || err != nil {
 					t.Fatalf("no checkpoint written (last %d, %v)", cp, err)
@@ -344,9 +358,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 							changes = append(changes, change("c", fmt.Sprintf("zz-%d-%d", b, i), int(off)*10, false, everyKind(i), int32(i%3), off))
 							record("c", fmt.Sprintf("zz-%d-%d", b, i), int32(i%3), off, fmt.Sprintf("名前 %d", i), fmt.Sprint(i))
 						}
-						if _, err := w.Write(ctx, changes, nil); err != nil {
-							t.Fatal(err)
-						}
+						write(changes)
 					}
 				}
 				before := compare(t, s, w, loc, st)
@@ -381,6 +393,10 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				}
 				if got := observed(mode, rows); !reflect.DeepEqual(got, expect) {
 					t.Fatalf("the rows read differ from the rows expected from the changes:\n got %v\nwant %v", got, expect)
+				}
+				if strategy == StrategyDeletionVectors {
+					states[cres.Version] = maps.Clone(state)
+					sparkEveryVersion(t, s, loc.url(st), loc.opts, states)
 				}
 				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after, and Spark after", loc.name, variant, cres.Version, len(rows), cres.Compacted, cres.Written)
 			})
@@ -515,4 +531,53 @@ func observed(mode string, rows map[string]map[string]any) map[string]expected {
 		out[key] = expected{fmt.Sprint(r[layout.ColOp]), fmt.Sprint(img["name"]), fmt.Sprint(n)}
 	}
 	return out
+}
+
+// sparkEveryVersion reads every version of a mirror with Spark (time travel) and compares each
+// with the state expected after the commit that made it (key → sequence number).
+func sparkEveryVersion(t *testing.T, s *stacktest.Stack, url string, opts []string, states map[int64]map[string]string) {
+	t.Helper()
+	args := []string{filepath.Join(s.Root, "scripts", "python", "spark_versions.py"), url}
+	for _, o := range opts {
+		args = append(args, "--storage-option", o)
+	}
+	cmd := exec.Command(s.SparkPython, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("spark_versions.py %s: %v\n%s", url, err, stderr.String())
+	}
+	var got struct {
+		Latest   int64 `json:"latest"`
+		Versions []struct {
+			Version int64       `json:"version"`
+			Rows    [][2]string `json:"rows"`
+		} `json:"versions"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, v := range got.Versions {
+		want, ok := states[v.Version]
+		if !ok {
+			continue
+		}
+		have := map[string]string{}
+		for _, r := range v.Rows {
+			if _, dup := have[r[0]]; dup {
+				t.Fatalf("Spark reads key %s twice at version %d", r[0], v.Version)
+			}
+			have[r[0]] = r[1]
+		}
+		if !reflect.DeepEqual(have, want) {
+			t.Fatalf("Spark at version %d reads %d rows, want %d:\n got %v\nwant %v", v.Version, len(have), len(want), have, want)
+		}
+		checked++
+	}
+	if checked != len(states) {
+		t.Fatalf("Spark read %d of the %d versions expected (latest %d)", checked, len(states), got.Latest)
+	}
+	t.Logf("Spark reads each of %d versions exactly as expected", checked)
 }
