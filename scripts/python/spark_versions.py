@@ -3,11 +3,12 @@
 print each version's rows as [_key, _sequence_number] pairs: a test compares them with the state
 it expects after each commit, so a deletion vector Spark reads otherwise at any version shows.
 
-    spark_versions.py LOCATION [--from N] [--storage-option KEY=VALUE ...]
+    spark_versions.py LOCATION [--from N] [--cdf] [--storage-option KEY=VALUE ...]
 
 Output: {"latest": N, "versions": [{"version": V, "rows": [[key, seq], ...]}, ...]} with rows
-sorted, versions from --from (default 0) to the latest. Run it with the Spark venv's python; the
-session is spark_read_table.py's.
+sorted, versions from --from (default 0) to the latest; with --cdf also "changes": the table's
+change data feed from version --from (readChangeFeed), as sorted [version, change type, key, seq].
+Run it with the Spark venv's python; the session is spark_read_table.py's.
 """
 import argparse
 import json
@@ -26,6 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("location")
     ap.add_argument("--from", dest="start", type=int, default=0, help="first version to read")
+    ap.add_argument("--cdf", action="store_true", help="also read the change data feed")
     ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     opts = dict(kv.partition("=")[::2] for kv in args.storage_option)
@@ -47,6 +49,15 @@ def main() -> int:
                 df = spark.read.format("delta").option("versionAsOf", v).load(path)
                 rows = sorted([r[0], r[1]] for r in df.select("_key", "_sequence_number").collect())
                 out["versions"].append({"version": v, "rows": rows})
+            if args.cdf:
+                feed = (
+                    spark.read.format("delta")
+                    .option("readChangeFeed", "true")
+                    .option("startingVersion", args.start)
+                    .load(path)
+                    .select("_commit_version", "_change_type", "_key", "_sequence_number")
+                )
+                out["changes"] = sorted([int(r[0]), r[1], r[2], r[3]] for r in feed.collect())
         except Exception as exc:  # report which table could not be read, and why
             print(f"{PROG}: cannot read Delta table {args.location}: {srt.short(exc)}", file=sys.stderr)
             return 1

@@ -101,12 +101,23 @@ type Txn struct {
 	LastUpdated int64  `json:"lastUpdated,omitempty"`
 }
 
+// CDC is the cdc action: a change data file (_change_data/) holding the row-level changes of the
+// commit, with their _change_type, for readers of the change data feed.
+type CDC struct {
+	Path            string            `json:"path"`
+	PartitionValues map[string]string `json:"partitionValues"`
+	Size            int64             `json:"size"`
+	DataChange      bool              `json:"dataChange"`
+	Tags            map[string]string `json:"tags,omitempty"`
+}
+
 // Action is one line of a commit: exactly one field is set.
 type Action struct {
 	Protocol   *Protocol      `json:"protocol,omitempty"`
 	MetaData   *Metadata      `json:"metaData,omitempty"`
 	Add        *Add           `json:"add,omitempty"`
 	Remove     *Remove        `json:"remove,omitempty"`
+	CDC        *CDC           `json:"cdc,omitempty"`
 	Txn        *Txn           `json:"txn,omitempty"`
 	CommitInfo map[string]any `json:"commitInfo,omitempty"`
 }
@@ -127,6 +138,10 @@ func EncodeCommit(actions []Action) ([]byte, error) {
 			c := *a.Remove
 			c.PartitionValues, a.Remove = map[string]string{}, &c
 		}
+		if a.CDC != nil && a.CDC.PartitionValues == nil {
+			c := *a.CDC
+			c.PartitionValues, a.CDC = map[string]string{}, &c
+		}
 		if err := enc.Encode(a); err != nil {
 			return nil, fmt.Errorf("encoding action: %w", err)
 		}
@@ -134,8 +149,8 @@ func EncodeCommit(actions []Action) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// DecodeCommit parses a commit file. Actions this package does not know (cdc, domainMetadata,
-// …) are skipped; a table needing them would declare a protocol version this package refuses.
+// DecodeCommit parses a commit file. Actions this package does not know (domainMetadata, …)
+// are skipped; a table needing them would declare a protocol version this package refuses.
 func DecodeCommit(data []byte) ([]Action, error) {
 	var out []Action
 	sc := bufio.NewScanner(bytes.NewReader(data))

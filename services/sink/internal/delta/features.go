@@ -36,11 +36,22 @@ var writerVersionFeatures = map[int]string{
 // (CheckWritable).
 var (
 	readerFeatures = []string{FeatureDeletionVectors}
-	writerFeatures = []string{FeatureDeletionVectors, "appendOnly", "invariants", "checkConstraints"}
+	writerFeatures = []string{FeatureDeletionVectors, FeatureChangeDataFeed, "appendOnly", "invariants", "checkConstraints"}
 )
 
-// FeatureDeletionVectors is the table feature of deletion vectors.
-const FeatureDeletionVectors = "deletionVectors"
+// Table features the sink writes.
+const (
+	FeatureDeletionVectors = "deletionVectors"
+	FeatureChangeDataFeed  = "changeDataFeed"
+)
+
+// ConfEnableCDF is the table property turning the change data feed on.
+const ConfEnableCDF = "delta.enableChangeDataFeed"
+
+// CDFEnabled reports whether writers of the table must write its change data feed.
+func CDFEnabled(md *Metadata) bool {
+	return md != nil && strings.EqualFold(md.Configuration[ConfEnableCDF], "true")
+}
 
 // LegacyProtocol is the protocol of the sink's tables without deletion vectors: reader 1, writer
 // 2, readable by every Delta reader since 2019.
@@ -50,6 +61,19 @@ func LegacyProtocol() *Protocol { return &Protocol{MinReaderVersion: 1, MinWrite
 func DVProtocol() *Protocol {
 	return &Protocol{MinReaderVersion: 3, MinWriterVersion: 7,
 		ReaderFeatures: []string{FeatureDeletionVectors}, WriterFeatures: []string{FeatureDeletionVectors}}
+}
+
+// WithWriterFeature returns p with a writer feature added: a legacy protocol moves to writer 7,
+// listing the features its writer version implied.
+func (p *Protocol) WithWriterFeature(name string) *Protocol {
+	c := *p
+	if c.MinWriterVersion < 7 {
+		c.MinWriterVersion, c.WriterFeatures = 7, []string{"appendOnly", "invariants"}
+	}
+	if !slices.Contains(c.WriterFeatures, name) {
+		c.WriterFeatures = append(slices.Clone(c.WriterFeatures), name)
+	}
+	return &c
 }
 
 // HasFeature reports whether a protocol lists a table feature (reader or writer).

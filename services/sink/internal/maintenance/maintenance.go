@@ -221,8 +221,9 @@ func str(v any) string {
 	return s
 }
 
-// Vacuum deletes data files that the latest version does not reference and that were removed
-// (tombstone deletion time) or, never committed, last modified before now − Retention.
+// Vacuum deletes data files and deletion vector files that the latest version does not reference
+// and that were removed (tombstone deletion time) or, never committed, last modified before
+// now − Retention; and change data files written before then.
 func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log *slog.Logger) (Result, error) {
 	cfg = cfg.withDefaults()
 	res := Result{Version: -1}
@@ -260,7 +261,11 @@ func Vacuum(ctx context.Context, t *delta.Table, cfg Config, now time.Time, log 
 		}
 	}
 	for _, o := range objs {
-		if strings.HasPrefix(o.Name, "_delta_log/") || strings.HasPrefix(o.Name, "_") && !strings.HasPrefix(o.Name, layout.ColDate+"=") {
+		// Data files live at the root and in partition directories, change data files in
+		// _change_data/ (never live: a reader of the feed needs them for the retention period
+		// after their commit); other _ names are not the table's data.
+		if strings.HasPrefix(o.Name, "_delta_log/") || strings.HasPrefix(o.Name, "_") &&
+			!strings.HasPrefix(o.Name, layout.ColDate+"=") && !strings.HasPrefix(o.Name, "_change_data/") {
 			continue
 		}
 		if live[o.Name] {

@@ -38,19 +38,9 @@ func read(data []byte, columns []string, strict bool) ([]Row, error) {
 	for {
 		n, err := r.ReadRows(rows)
 		for _, row := range rows[:n] {
-			d := decoder{cols: splitColumns(row, p.last), strict: strict}
-			m := map[string]any{}
-			for _, c := range p.children {
-				if columns != nil && !slices.Contains(columns, c.name) {
-					continue
-				}
-				v, err := d.read(c, 0, 0)
-				if err != nil {
-					return nil, err
-				}
-				if v != nil {
-					m[c.name] = v
-				}
+			m, err := decodeRow(p, row, columns, strict)
+			if err != nil {
+				return nil, err
 			}
 			out = append(out, m)
 		}
@@ -64,6 +54,58 @@ func read(data []byte, columns []string, strict bool) ([]Row, error) {
 			return out, nil
 		}
 	}
+}
+
+// decodeRow decodes one row of a file by its plan (columns: the top-level columns wanted, nil
+// for all).
+func decodeRow(p *plan, row parquet.Row, columns []string, strict bool) (Row, error) {
+	d := decoder{cols: splitColumns(row, p.last), strict: strict}
+	m := map[string]any{}
+	for _, c := range p.children {
+		if columns != nil && !slices.Contains(columns, c.name) {
+			continue
+		}
+		v, err := d.read(c, 0, 0)
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			m[c.name] = v
+		}
+	}
+	return m, nil
+}
+
+// ReadDataAt decodes the rows at the given positions (in the file, ascending) of a table's data
+// file, as ReadData does, seeking to each: for a few rows of a large file.
+func ReadDataAt(data []byte, positions []int) ([]Row, error) {
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("opening parquet file: %w", err)
+	}
+	p, _, err := newPlan(f.Schema())
+	if err != nil {
+		return nil, err
+	}
+	r := parquet.NewReader(f)
+	defer r.Close()
+	out := make([]Row, 0, len(positions))
+	buf := make([]parquet.Row, 1)
+	for _, pos := range positions {
+		if err := r.SeekToRow(int64(pos)); err != nil {
+			return nil, fmt.Errorf("seeking to row %d: %w", pos, err)
+		}
+		n, err := r.ReadRows(buf)
+		if n != 1 {
+			return nil, fmt.Errorf("reading row %d of %d: %v", pos, f.NumRows(), err)
+		}
+		m, err := decodeRow(p, buf[0], nil, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 func splitColumns(row parquet.Row, n int) [][]parquet.Value {

@@ -125,10 +125,10 @@ type Table struct {
 }
 
 // TableProperties are the Delta table properties a table's properties may set: those the sink
-// honours with the protocol it writes. Others (change data feed, deletion vectors, column
-// mapping, constraints, …) need newer protocols.
+// honours. Others (column mapping, constraints, …) need what the sink does not write; deletion
+// vectors follow tables[].mirror_strategy.
 var TableProperties = []string{delta.ConfLogRetention, delta.ConfDeletedFileRetention, delta.ConfExpiredLogCleanup,
-	delta.ConfAppendOnly, delta.ConfStatsColumns, "delta.dataSkippingNumIndexedCols", "delta.checkpointInterval"}
+	delta.ConfAppendOnly, delta.ConfStatsColumns, "delta.dataSkippingNumIndexedCols", "delta.checkpointInterval", delta.ConfEnableCDF}
 
 // AWS returns the section's SDK settings.
 func (s S3) AWS() awsconf.Config { return awsconf.Config{Region: s.Region, Endpoint: s.Endpoint} }

@@ -74,7 +74,7 @@ type cowStrategy struct{ w *Writer }
 
 func (c cowStrategy) committed(*delta.Snapshot) {}
 
-func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, allKeys []string, res *Result) ([]delta.Action, []string, error) {
+func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, allKeys []string, cdc *changeSet, res *Result) ([]delta.Action, []string, error) {
 	w := c.w
 	byBucket := map[int][]string{}
 	for _, k := range allKeys {
@@ -127,13 +127,18 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 		cur := rowsOf(b)
 		for _, k := range byBucket[b] {
 			r := newest[k]
-			if old, ok := cur[k]; ok && !layout.Newer(r, old) {
+			old, ok := cur[k]
+			if ok && !layout.Newer(r, old) {
 				res.Stale++
 				continue
 			}
 			if r[layout.ColOp] == "d" {
+				if ok {
+					cdc.add(ChangeDelete, old)
+				}
 				delete(cur, k)
 			} else {
+				cdc.upsert(old, r)
 				cur[k] = r
 			}
 			res.Rows++

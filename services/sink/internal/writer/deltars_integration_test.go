@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/maintenance"
@@ -291,7 +293,12 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				w := New(Config{Name: "orders", Mode: mode, PartitionByDate: mode == layout.Changelog, Buckets: 4, Hints: hints, MirrorStrategy: strategy}, st, testLog())
+				var props map[string]string
+				if strategy == StrategyDeletionVectors { // with the change data feed on
+					props = map[string]string{delta.ConfEnableCDF: "true"}
+				}
+				w := New(Config{Name: "orders", Mode: mode, PartitionByDate: mode == layout.Changelog, Buckets: 4, Hints: hints,
+					MirrorStrategy: strategy, Properties: props}, st, testLog())
 				w.Table().CheckpointInterval = 3
 				var off int64
 				model := ddbavro.NewModel("orders")
@@ -314,6 +321,9 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 						state[k] = seq
 					}
 				}
+				// The change data feed expected: [version, change type, key, sequence number].
+				var feed [][4]string
+				prev := map[string]string{}
 				write := func(changes []Change) {
 					t.Helper()
 					res, err := w.Write(ctx, changes, nil)
@@ -321,6 +331,20 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 						t.Fatal(err)
 					}
 					states[res.Version] = maps.Clone(state)
+					v := fmt.Sprint(res.Version)
+					for _, k := range slices.Sorted(maps.Keys(mergeKeys(prev, state))) {
+						old, had := prev[k]
+						now, has := state[k]
+						switch {
+						case !had && has:
+							feed = append(feed, [4]string{v, ChangeInsert, k, now})
+						case had && !has:
+							feed = append(feed, [4]string{v, ChangeDelete, k, old})
+						case had && has && old != now:
+							feed = append(feed, [4]string{v, ChangePreimage, k, old}, [4]string{v, ChangePostimage, k, now})
+						}
+					}
+					prev = maps.Clone(state)
 				}
 				for batch := range 7 {
 					var changes []Change
@@ -396,7 +420,7 @@ func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 				}
 				if strategy == StrategyDeletionVectors {
 					states[cres.Version] = maps.Clone(state)
-					sparkEveryVersion(t, s, loc.url(st), loc.opts, states)
+					sparkEveryVersion(t, s, loc.url(st), loc.opts, states, feed)
 				}
 				t.Logf("%s %s: version %d, %d rows; %d files compacted into %d; delta-rs reads them all exactly, before and after, and Spark after", loc.name, variant, cres.Version, len(rows), cres.Compacted, cres.Written)
 			})
@@ -534,10 +558,12 @@ func observed(mode string, rows map[string]map[string]any) map[string]expected {
 }
 
 // sparkEveryVersion reads every version of a mirror with Spark (time travel) and compares each
-// with the state expected after the commit that made it (key → sequence number).
-func sparkEveryVersion(t *testing.T, s *stacktest.Stack, url string, opts []string, states map[int64]map[string]string) {
+// with the state expected after the commit that made it (key → sequence number); and its change
+// data feed from version 0 (readChangeFeed) with feed ([version, change type, key, sequence
+// number]).
+func sparkEveryVersion(t *testing.T, s *stacktest.Stack, url string, opts []string, states map[int64]map[string]string, feed [][4]string) {
 	t.Helper()
-	args := []string{filepath.Join(s.Root, "scripts", "python", "spark_versions.py"), url}
+	args := []string{filepath.Join(s.Root, "scripts", "python", "spark_versions.py"), url, "--cdf"}
 	for _, o := range opts {
 		args = append(args, "--storage-option", o)
 	}
@@ -554,6 +580,7 @@ func sparkEveryVersion(t *testing.T, s *stacktest.Stack, url string, opts []stri
 			Version int64       `json:"version"`
 			Rows    [][2]string `json:"rows"`
 		} `json:"versions"`
+		Changes [][4]any `json:"changes"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatal(err)
@@ -579,5 +606,14 @@ func sparkEveryVersion(t *testing.T, s *stacktest.Stack, url string, opts []stri
 	if checked != len(states) {
 		t.Fatalf("Spark read %d of the %d versions expected (latest %d)", checked, len(states), got.Latest)
 	}
-	t.Logf("Spark reads each of %d versions exactly as expected", checked)
+	changes := make([][4]string, len(got.Changes))
+	for i, c := range got.Changes {
+		changes[i] = [4]string{fmt.Sprint(c[0]), fmt.Sprint(c[1]), fmt.Sprint(c[2]), fmt.Sprint(c[3])}
+	}
+	slices.SortFunc(changes, func(a, b [4]string) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	slices.SortFunc(feed, func(a, b [4]string) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	if !reflect.DeepEqual(changes, feed) {
+		t.Fatalf("Spark's change data feed from version 0 differs from the changes written:\n got %v\nwant %v", changes, feed)
+	}
+	t.Logf("Spark reads each of %d versions exactly as expected, and %d changes in the change data feed", checked, len(changes))
 }

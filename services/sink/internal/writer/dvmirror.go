@@ -57,7 +57,7 @@ type dvUpdate struct {
 
 func newDVStrategy(w *Writer) *dvStrategy { return &dvStrategy{w: w, idx: newKeyIndex()} }
 
-func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, keys []string, res *Result) ([]delta.Action, []string, error) {
+func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, keys []string, cdc *changeSet, res *Result) ([]delta.Action, []string, error) {
 	w := d.w
 	d.pending = nil
 	if n, err := d.idx.sync(ctx, w.table.Store, w.snap); err != nil {
@@ -67,9 +67,15 @@ func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, ke
 	}
 	deleted := map[int32]*roaring.Bitmap{} // index file id → rows this batch deletes
 	byPart := map[int32][]layout.Row{}
+	var replaced []layout.Row // the changes replacing a row, for the change data feed
 	for _, k := range keys {
 		r := newest[k]
-		if s, found := d.idx.lookup(k); found {
+		s, found := d.idx.lookup(k)
+		if !found {
+			if r[layout.ColOp] != "d" {
+				cdc.add(ChangeInsert, r)
+			}
+		} else {
 			nw, err := newer(r, s)
 			if err != nil {
 				return nil, nil, fmt.Errorf("table %s: key %s: %w", w.cfg.Name, k, err)
@@ -82,6 +88,9 @@ func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, ke
 				deleted[s.file] = roaring.New()
 			}
 			deleted[s.file].Add(s.row)
+			if cdc != nil {
+				replaced = append(replaced, r)
+			}
 		}
 		res.Rows++
 		if r[layout.ColOp] == "d" {
@@ -89,6 +98,11 @@ func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, ke
 		}
 		p, _ := r[layout.ColKafkaPartition].(int32)
 		byPart[p] = append(byPart[p], r)
+	}
+	if cdc != nil && len(replaced) > 0 {
+		if err := d.preimages(ctx, deleted, replaced, cdc); err != nil {
+			return nil, nil, fmt.Errorf("table %s: change data: %w", w.cfg.Name, err)
+		}
 	}
 	pend := &dvPending{}
 	var actions []delta.Action
@@ -147,6 +161,40 @@ func (d *dvStrategy) merge(ctx context.Context, newest map[string]layout.Row, ke
 	}
 	d.pending = pend
 	return actions, written, nil
+}
+
+// preimages records the changes of the rows a batch replaces (those deleted lists, by index file
+// id), reading each replaced row from its file: an update's pre- and post-image, or a delete.
+// replaced holds the batch's changes of those rows.
+func (d *dvStrategy) preimages(ctx context.Context, deleted map[int32]*roaring.Bitmap, replaced []layout.Row, cdc *changeSet) error {
+	byKey := make(map[string]layout.Row, len(replaced))
+	for _, r := range replaced {
+		byKey[r[layout.ColKey].(string)] = r
+	}
+	for _, id := range slices.Sorted(maps.Keys(deleted)) {
+		f := d.idx.files[id]
+		data, err := d.w.table.Store.Read(ctx, f.add.Path)
+		if err != nil {
+			return err
+		}
+		var pos []int
+		for it := deleted[id].Iterator(); it.HasNext(); {
+			pos = append(pos, int(it.Next()))
+		}
+		old, err := parquetio.ReadDataAt(data, pos)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.add.Path, err)
+		}
+		for _, o := range old {
+			r := byKey[o[layout.ColKey].(string)]
+			if r[layout.ColOp] == "d" {
+				cdc.add(ChangeDelete, o)
+			} else {
+				cdc.upsert(o, r)
+			}
+		}
+	}
+	return nil
 }
 
 // wideStats marks a file's statistics as bounds (tightBounds false): once rows of the file are

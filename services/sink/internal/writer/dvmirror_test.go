@@ -3,6 +3,7 @@ package writer
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 )
 
 // mirrorModel is what a mirror must hold: key → value, or absent.
@@ -126,4 +129,87 @@ func modelDiff(got map[string]string, want mirrorModel) string {
 	}
 	slices.Sort(d)
 	return strings.Join(d, "; ")
+}
+
+// With the change data feed on, each mirror commit's change data file holds exactly the net
+// change of every key it changed (insert; update as pre- and post-image; delete), under both
+// strategies, and its protocol lists the feature.
+func TestChangeDataFeed(t *testing.T) { strategies(t, testChangeDataFeed) }
+
+func testChangeDataFeed(t *testing.T, strategy string) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(11, 7))
+	m, last, offs := mirrorModel{}, map[string]int{}, map[int32]int64{}
+	seq := 1000
+	w := newWriter(t, dir, Config{Mode: layout.Mirror, Buckets: 4, MirrorStrategy: strategy, TargetFileRows: 40,
+		Properties: map[string]string{delta.ConfEnableCDF: "true"}})
+	for b := range 12 {
+		before := maps.Clone(m)
+		batch := randomBatch(rng, m, last, 5+rng.IntN(50), 60, 3, false, &seq, offs)
+		res, err := w.Write(ctx, batch, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{}
+		for k := range mergeKeys(before, m) {
+			old, had := before[k]
+			now, has := m[k]
+			switch {
+			case !had && has:
+				want[ChangeInsert+" "+k+" "+now] = true
+			case had && !has:
+				want[ChangeDelete+" "+k+" "+old] = true
+			case had && has && old != now:
+				want[ChangePreimage+" "+k+" "+old] = true
+				want[ChangePostimage+" "+k+" "+now] = true
+			}
+		}
+		data, err := w.Table().Store.Read(ctx, delta.CommitName(res.Version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		actions, _ := delta.DecodeCommit(data)
+		got := map[string]bool{}
+		for _, a := range actions {
+			if a.CDC == nil {
+				continue
+			}
+			if a.CDC.DataChange || !strings.HasPrefix(a.CDC.Path, "_change_data/") {
+				t.Fatalf("cdc action %+v", a.CDC)
+			}
+			raw, err := w.Table().Store.Read(ctx, a.CDC.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := parquetio.ReadData(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rows {
+				c := fmt.Sprint(r[ColChangeType], " ", r[layout.ColKey], " ", r["v"])
+				if got[c] {
+					t.Fatalf("batch %d: change %s twice", b, c)
+				}
+				got[c] = true
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("batch %d: change data\n got %v\nwant %v", b, got, want)
+		}
+	}
+	if p := w.Snapshot().Protocol; !slices.Contains(p.WriterFeatures, delta.FeatureChangeDataFeed) || p.MinWriterVersion != 7 {
+		t.Fatalf("protocol %+v", p)
+	}
+}
+
+func mergeKeys(a, b mirrorModel) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
 }

@@ -123,31 +123,27 @@ func New(cfg Config, store storage.Store, log *slog.Logger) *Writer {
 // ConfEnableDV is the table property allowing writers to create deletion vectors.
 const ConfEnableDV = "delta.enableDeletionVectors"
 
-// protocolFor returns the protocol (and whether the table's properties need
-// delta.enableDeletionVectors) the writer's strategy needs of a table at protocol p (nil: a new
-// table); nil when p will do. A table moving to deletion vectors keeps the features it had, and
-// a legacy one lists those its writer version implied.
+// protocolFor returns the protocol the writer needs of a table at protocol p (nil: a new table),
+// or nil when p will do: deletion vectors for that strategy (a table moving to them keeps the
+// features it had), the change data feed for a new table whose properties turn it on.
 func (w *Writer) protocolFor(p *delta.Protocol) *delta.Protocol {
-	if w.cfg.MirrorStrategy != StrategyDeletionVectors {
-		if p == nil {
-			return delta.LegacyProtocol()
+	up, changed := p, p == nil
+	if up == nil {
+		up = delta.LegacyProtocol()
+	}
+	if w.cfg.MirrorStrategy == StrategyDeletionVectors && !up.HasFeature(delta.FeatureDeletionVectors) {
+		up = up.WithWriterFeature(delta.FeatureDeletionVectors)
+		if up.MinReaderVersion < 3 {
+			up.MinReaderVersion, up.ReaderFeatures = 3, nil
 		}
+		up.ReaderFeatures = append(slices.Clone(up.ReaderFeatures), delta.FeatureDeletionVectors)
+		changed = true
+	}
+	if p == nil && strings.EqualFold(w.cfg.Properties[delta.ConfEnableCDF], "true") {
+		up = up.WithWriterFeature(delta.FeatureChangeDataFeed)
+	}
+	if !changed {
 		return nil
-	}
-	if p == nil {
-		return delta.DVProtocol()
-	}
-	if p.HasFeature(delta.FeatureDeletionVectors) {
-		return nil
-	}
-	up := delta.DVProtocol()
-	if p.MinReaderVersion == 3 {
-		up.ReaderFeatures = append(slices.Clone(p.ReaderFeatures), delta.FeatureDeletionVectors)
-	}
-	if p.MinWriterVersion == 7 {
-		up.WriterFeatures = append(slices.Clone(p.WriterFeatures), delta.FeatureDeletionVectors)
-	} else {
-		up.WriterFeatures = []string{"appendOnly", "invariants", delta.FeatureDeletionVectors}
 	}
 	return up
 }
@@ -340,7 +336,26 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	case layout.Changelog:
 		data, written, err = w.appendRows(ctx, rows, &res)
 	case layout.Mirror:
-		data, written, err = w.mergeRows(ctx, rows, &res)
+		meta := read.Metadata
+		for _, a := range actions {
+			if a.MetaData != nil {
+				meta = a.MetaData
+			}
+		}
+		var cdc *changeSet
+		if delta.CDFEnabled(meta) {
+			cdc = &changeSet{}
+		}
+		data, written, err = w.mergeRows(ctx, rows, cdc, &res)
+		if err == nil && cdc != nil && len(cdc.rows) > 0 {
+			var a delta.Action
+			var name string
+			a, name, err = w.writeChanges(ctx, cdc, &res)
+			if name != "" {
+				written = append(written, name)
+			}
+			data = append(data, a)
+		}
 	}
 	if err != nil {
 		return res, written, err
