@@ -22,6 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deltars_read import read_all  # noqa: E402
+
 PROG = "deltars_sql_check"
 
 
@@ -105,10 +108,10 @@ def main() -> int:
         try:
             so = opts if loc.startswith("s3://") else None
             dt = DeltaTable(loc, storage_options=so)
-            sql, scan = via_sql(dt, want), via_scan(dt.to_pyarrow_table(), want)
+            sql, scan = via_sql(dt, want), via_scan(read_all(dt), want)
             for r in (sql, scan):
                 r["history"] = len(dt.history())
-                r["v0_count"] = DeltaTable(loc, version=0, storage_options=so).to_pyarrow_table().num_rows
+                r["v0_count"] = read_all(DeltaTable(loc, version=0, storage_options=so)).num_rows
             result[loc] = {"sql": sql, "scan": scan}
         except Exception as exc:  # name the table that could not be read
             result[loc] = {"error": f"{type(exc).__name__}: {exc}"[:1500]}

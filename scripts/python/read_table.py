@@ -22,6 +22,9 @@ import sys
 
 from deltalake import DeltaTable
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deltars_read import has_deletion_vectors, read_all  # noqa: E402
+
 
 def jsonable(value):
     if isinstance(value, (bytes, bytearray)):
@@ -37,6 +40,8 @@ def with_files(table, location):
     """The table's rows, each with the data file it came from (relative to the table)."""
     import pyarrow as pa
 
+    if has_deletion_vectors(table):
+        raise ValueError("--with-file reads through pyarrow datasets, which cannot apply deletion vectors")
     parts = []
     for frag in table.to_pyarrow_dataset().get_fragments():
         t = frag.to_table()
@@ -45,7 +50,7 @@ def with_files(table, location):
             rel = os.path.relpath(rel, os.path.abspath(location))
         parts.append(t.append_column("_file", pa.array([rel] * t.num_rows, pa.string())))
     if not parts:
-        return table.to_pyarrow_table()
+        return read_all(table)
     return pa.concat_tables(parts, promote_options="default")
 
 
@@ -69,7 +74,7 @@ def main() -> int:
         if args.with_file:
             data = with_files(table, args.location)
         else:
-            data = table.to_pyarrow_table()
+            data = read_all(table)
     except Exception as exc:  # report which table could not be read, and why
         print(f"read_table: cannot read Delta table {args.location}: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,9 @@ import time
 
 from deltalake import DeltaTable
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deltars_read import read_all  # noqa: E402
+
 LINEAGE = ("_key", "_op", "_sequence_number", "_snapshot", "_ttl_delete", "_source_time", "_producer_time",
            "_source_table", "_shard_id", "_event_id", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_date")
 
@@ -28,7 +31,7 @@ def cell(value, width=28):
 
 def show(location, rows, columns):
     table = DeltaTable(location)
-    data = table.to_pyarrow_table()
+    data = read_all(table)
     names = data.column_names
     if "_producer_time" in names and data.num_rows:
         data = data.sort_by([("_producer_time", "descending")])
@@ -39,7 +42,7 @@ def show(location, rows, columns):
     history = table.history(1)
     when = history[0].get("timestamp") if history else None
     stamp = time.strftime("%H:%M:%S", time.localtime(when / 1000)) if when else "?"
-    print(f"{location}  version {table.version()} (committed {stamp})  rows {table.to_pyarrow_dataset().count_rows()}")
+    print(f"{location}  version {table.version()} (committed {stamp})  rows {data.num_rows}")
     print("  " + " | ".join(f"{c[:28]:28}" for c in columns))
     for row in data.select([c for c in columns if c in names]).to_pylist():
         print("  " + " | ".join(f"{cell(row.get(c)):28}" for c in columns))
