@@ -256,7 +256,7 @@ var deltarsHints = map[string]string{"price": "decimal(12,2)", "score": "double"
 // every top-level column, DESCRIBE HISTORY and VERSION AS OF 0, each count equal to a full scan's.
 func TestDeltaRSReadsWhatTheWriterWrites(t *testing.T) {
 	s := stacktest.Require(t, stacktest.S3)
-	ctx := stacktest.Context(t, 5*time.Minute)
+	ctx := stacktest.Context(t, 10*time.Minute)
 	var tables []string
 	var s3opts []string
 	defer func() {
