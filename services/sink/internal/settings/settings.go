@@ -235,10 +235,12 @@ func (s *Settings) Validate() error {
 		if !slices.Contains(Modes, t.Mode) {
 			p.Add(key+".mode", "%q is not changelog or mirror", t.Mode)
 		}
-		if t.MirrorStrategy == "" {
+		switch {
+		case t.Mode != "mirror" && t.MirrorStrategy != "":
+			p.Add(key+".mirror_strategy", "%q: only mirror tables have a strategy", t.MirrorStrategy)
+		case t.Mode == "mirror" && t.MirrorStrategy == "":
 			t.MirrorStrategy = MirrorStrategies[0]
-		}
-		if !slices.Contains(MirrorStrategies, t.MirrorStrategy) {
+		case t.Mode == "mirror" && !slices.Contains(MirrorStrategies, t.MirrorStrategy):
 			p.Add(key+".mirror_strategy", "%q is not %s", t.MirrorStrategy, strings.Join(MirrorStrategies, " or "))
 		}
 		if !validLocation(t.Location) {

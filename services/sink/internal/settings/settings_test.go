@@ -27,6 +27,8 @@ tables_root: "ftp://x"
 tables:
   - {name: t, topics: ["bad topic"], mode: upsert, location: "", schema_hints: {amount: "decimal(40,2)", address: json, address.zip: string}}
   - {name: t, topics: [], mode: upsert, location: "s3://"}
+  - {name: c, topics: [a], mode: changelog, location: c, mirror_strategy: copy_on_write}
+  - {name: m, topics: [a], mode: mirror, location: m, mirror_strategy: merge_on_read}
 `
 	path := filepath.Join(t.TempDir(), "sink.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -42,6 +44,8 @@ tables:
 		`tables[1].name: table "t" is defined twice`,
 		`tables[0].schema_hints: schema hint "amount": type "decimal(40,2)"`,
 		`tables[0].schema_hints: schema hint "address.zip" is a path into "address", which is hinted as json, not a map`,
+		`tables[2].mirror_strategy: "copy_on_write": only mirror tables have a strategy`,
+		`tables[3].mirror_strategy: "merge_on_read" is not deletion_vectors or copy_on_write`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)

@@ -109,7 +109,9 @@ func New(cfg Config, store storage.Store, log *slog.Logger) *Writer {
 	t := delta.NewTable(store)
 	t.Log = log
 	w := &Writer{cfg: cfg, table: t, log: log}
-	if cfg.Mode == layout.Mirror {
+	if cfg.Mode != layout.Mirror {
+		w.cfg.MirrorStrategy = ""
+	} else {
 		if cfg.MirrorStrategy == StrategyDeletionVectors {
 			w.mirror = newDVStrategy(w)
 		} else {
