@@ -249,12 +249,3 @@ func (x *keyIndex) index(ctx context.Context, store storage.Store, a *delta.Add,
 	}
 	return nil
 }
-
-// live returns the live indexed file at path.
-func (x *keyIndex) live(path string) (*indexedFile, bool) {
-	id, ok := x.byPath[path]
-	if !ok {
-		return nil, false
-	}
-	return x.files[id], true
-}
