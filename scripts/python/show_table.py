@@ -32,6 +32,7 @@ def cell(value, width=28):
 def show(location, rows, columns):
     table = DeltaTable(location)
     data = read_all(table)
+    total = data.num_rows
     names = data.column_names
     if "_producer_time" in names and data.num_rows:
         data = data.sort_by([("_producer_time", "descending")])
@@ -42,7 +43,7 @@ def show(location, rows, columns):
     history = table.history(1)
     when = history[0].get("timestamp") if history else None
     stamp = time.strftime("%H:%M:%S", time.localtime(when / 1000)) if when else "?"
-    print(f"{location}  version {table.version()} (committed {stamp})  rows {data.num_rows}")
+    print(f"{location}  version {table.version()} (committed {stamp})  rows {total}")
     print("  " + " | ".join(f"{c[:28]:28}" for c in columns))
     for row in data.select([c for c in columns if c in names]).to_pylist():
         print("  " + " | ".join(f"{cell(row.get(c)):28}" for c in columns))
