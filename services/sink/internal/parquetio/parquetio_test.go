@@ -3,8 +3,10 @@ package parquetio
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -202,6 +204,86 @@ func TestStringBoundsAreBounds(t *testing.T) {
 					t.Errorf("%q: %q is above the max %q", s, o, hi)
 				}
 			}
+		}
+	}
+}
+
+// Copy carries rows of a file of the same schema over as Parquet values and of an older schema
+// by decoding them; either way the rows and the statistics are those of writing them anew.
+func TestCopyRows(t *testing.T) {
+	s := &deltatype.StructType{Fields: []deltatype.StructField{field("_key", deltatype.String), field("n", deltatype.Long),
+		field("tags", deltatype.ArrayOf(deltatype.String)), field("when", deltatype.Timestamp)}}
+	var rows []Row
+	for i := range 1000 {
+		r := Row{"_key": fmt.Sprintf("k%04d", i), "n": int64(i * 7), "when": time.UnixMilli(1795500000000 + int64(i)).UTC()}
+		if i%3 == 0 {
+			r["tags"] = []any{"a", fmt.Sprint(i)}
+		}
+		if i%11 == 0 {
+			delete(r, "n")
+		}
+		rows = append(rows, r)
+	}
+	src, _, err := Write(s, nil, rows, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := &deltatype.StructType{Fields: s.Fields[:2]}
+	var narrow []Row
+	for _, r := range rows {
+		narrow = append(narrow, Row{"_key": r["_key"], "n": r["n"]})
+	}
+	oldSrc, _, err := Write(older, nil, narrow, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := func(pos int) bool { return pos%4 != 1 }
+	var want []Row
+	var wantOld []Row
+	for i, r := range rows {
+		if keep(i) {
+			want = append(want, r)
+			wantOld = append(wantOld, Row{"_key": r["_key"], "n": r["n"]})
+		}
+	}
+	for _, c := range []struct {
+		name string
+		src  []byte
+		want []Row
+	}{{"same schema", src, want}, {"older schema", oldSrc, wantOld}} {
+		fw, err := NewFileWriter(s, nil, Options{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := fw.Copy(c.src, keep)
+		if err != nil || n != len(c.want) {
+			t.Fatalf("%s: copied %d, %v", c.name, n, err)
+		}
+		if err := fw.Add(Row{"_key": "z", "n": int64(-1)}); err != nil {
+			t.Fatal(err)
+		}
+		data, st, err := fw.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadData(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := append(slices.Clone(c.want), Row{"_key": "z", "n": int64(-1)})
+		for i := range all {
+			for k, v := range all[i] {
+				if v == nil {
+					delete(all[i], k)
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(all) {
+			t.Fatalf("%s: rows differ", c.name)
+		}
+		_, fresh, _ := Write(s, nil, all, Options{})
+		if st.JSON() != fresh.JSON() {
+			t.Fatalf("%s: statistics\n%s\nwant\n%s", c.name, st.JSON(), fresh.JSON())
 		}
 	}
 }

@@ -2,7 +2,9 @@ package parquetio
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"slices"
 	"strings"
@@ -210,18 +212,48 @@ type Options struct {
 // file of schema s without the excluded (partition) columns, and returns it with the statistics
 // Delta keeps in the add action.
 func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]byte, *Stats, error) {
-	schema, err := Schema(s, exclude...)
+	w, err := NewFileWriter(s, exclude, o, len(rows))
 	if err != nil {
 		return nil, nil, err
 	}
+	for i, r := range rows {
+		if err := w.Add(r); err != nil {
+			return nil, nil, fmt.Errorf("row %d: %w", i, err)
+		}
+	}
+	return w.Finish()
+}
+
+// FileWriter builds one data file from rows given as maps (Add) or copied from another file of
+// the table (Copy).
+type FileWriter struct {
+	schema  *parquet.Schema
+	plan    *plan
+	exclude []string
+	buf     bytes.Buffer
+	w       *parquet.Writer
+	stats   *Stats
+	enc     *encoder
+	batch   []parquet.Row
+	vals    []parquet.Value // the batch's rows are cut from it, reused once WriteRows copied them
+}
+
+// NewFileWriter starts a data file of schema s without the excluded (partition) columns; rows is
+// a hint of how many rows it will hold (0: unknown).
+func NewFileWriter(s *deltatype.StructType, exclude []string, o Options, rows int) (*FileWriter, error) {
+	schema, err := Schema(s, exclude...)
+	if err != nil {
+		return nil, err
+	}
 	p, ncols, err := newPlan(schema)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if o.RowGroupRows <= 0 {
 		o.RowGroupRows = 128 * 1024
 	}
-	var buf bytes.Buffer
+	fw := &FileWriter{schema: schema, plan: p, exclude: exclude, stats: newStats(s, exclude),
+		enc: &encoder{cols: make([][]parquet.Value, ncols)}, batch: make([]parquet.Row, 0, 256)}
 	opts := []parquet.WriterOption{schema, parquet.Compression(&parquet.Zstd), parquet.MaxRowsPerRowGroup(o.RowGroupRows),
 		// Data pages v1, which Delta's protocol recommends and every reader reads; parquet-go's
 		// default, v2, pairs byte arrays with DELTA_LENGTH_BYTE_ARRAY, which Spark 3.5's
@@ -235,54 +267,141 @@ func Write(s *deltatype.StructType, exclude []string, rows []Row, o Options) ([]
 	for _, path := range decimalPaths(s, nil) {
 		opts = append(opts, parquet.SkipPageBounds(path...))
 	}
-	if len(rows) < 4096 {
+	if rows > 0 && rows < 4096 {
 		// parquet-go buffers a page of 256 KiB per column: for the small files of frequent
 		// batches (and checkpoints), most of that memory is allocated, cleared and never used.
 		opts = append(opts, parquet.PageBufferSize(16*1024))
 	}
-	w := parquet.NewWriter(&buf, opts...)
-	stats := newStats(s, exclude)
-	enc := &encoder{cols: make([][]parquet.Value, ncols)}
-	batch := make([]parquet.Row, 0, 256)
-	// The batch's rows are cut from one backing slice, reused once WriteRows has copied them.
-	var vals []parquet.Value
-	flush := func() error {
-		if _, err := w.WriteRows(batch); err != nil {
-			return fmt.Errorf("writing parquet rows: %w", err)
-		}
-		batch, vals = batch[:0], vals[:0]
-		return nil
+	fw.w = parquet.NewWriter(&fw.buf, opts...)
+	return fw, nil
+}
+
+// Rows is the number of rows added so far.
+func (fw *FileWriter) Rows() int64 { return fw.stats.NumRecords }
+
+// Add encodes a row.
+func (fw *FileWriter) Add(r Row) error {
+	for c := range fw.enc.cols {
+		fw.enc.cols[c] = fw.enc.cols[c][:0]
 	}
-	for i, r := range rows {
-		for c := range enc.cols {
-			enc.cols[c] = enc.cols[c][:0]
+	if err := fw.enc.write(fw.plan, map[string]any(withoutExcluded(r, fw.exclude)), 0, 0, 0); err != nil {
+		return err
+	}
+	start := len(fw.vals)
+	for _, vs := range fw.enc.cols {
+		fw.vals = append(fw.vals, vs...)
+	}
+	fw.stats.add(r)
+	return fw.push(parquet.Row(fw.vals[start:len(fw.vals):len(fw.vals)]))
+}
+
+func (fw *FileWriter) push(r parquet.Row) error {
+	fw.batch = append(fw.batch, r)
+	if len(fw.batch) == cap(fw.batch) {
+		return fw.flush()
+	}
+	return nil
+}
+
+func (fw *FileWriter) flush() error {
+	if _, err := fw.w.WriteRows(fw.batch); err != nil {
+		return fmt.Errorf("writing parquet rows: %w", err)
+	}
+	fw.batch, fw.vals = fw.batch[:0], fw.vals[:0]
+	return nil
+}
+
+// Copy adds the rows of another data file of the table (data) for which keep returns true (keep
+// gets the row's position in that file), in their order. When that file has the schema this one
+// is written with (the sink wrote it since the table's columns last changed), its rows are copied
+// as Parquet values, column by column, without decoding them into maps: only the statistics
+// columns are decoded. Otherwise (an older schema, another writer's file) each kept row is
+// decoded and encoded again, as ReadData and Add do. It returns the number of rows added.
+func (fw *FileWriter) Copy(data []byte, keep func(pos int) bool) (int, error) {
+	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return 0, fmt.Errorf("opening parquet file: %w", err)
+	}
+	raw := parquet.EqualNodes(f.Schema(), fw.schema)
+	p := fw.plan
+	if !raw {
+		if p, _, err = newPlan(f.Schema()); err != nil {
+			return 0, err
 		}
-		if err := enc.write(p, map[string]any(withoutExcluded(r, exclude)), 0, 0, 0); err != nil {
-			return nil, nil, fmt.Errorf("row %d: %w", i, err)
+	}
+	var statCols []*plan
+	for _, c := range p.children {
+		if _, ok := fw.stats.types[c.name]; ok {
+			statCols = append(statCols, c)
 		}
-		start := len(vals)
-		for _, vs := range enc.cols {
-			vals = append(vals, vs...)
-		}
-		batch = append(batch, parquet.Row(vals[start:len(vals):len(vals)]))
-		stats.add(r)
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return nil, nil, err
+	}
+	r := parquet.NewReader(f)
+	defer r.Close()
+	rows := make([]parquet.Row, 256)
+	pos, added := 0, 0
+	for {
+		n, rerr := r.ReadRows(rows)
+		for _, row := range rows[:n] {
+			if keep(pos) {
+				if err := fw.copyRow(p, statCols, row, raw); err != nil {
+					return added, fmt.Errorf("row %d: %w", pos, err)
+				}
+				added++
 			}
+			pos++
+		}
+		// The copied values point into the reader's pages, which the next read may reuse.
+		if err := fw.flush(); err != nil {
+			return added, err
+		}
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return added, fmt.Errorf("reading parquet rows: %w", rerr)
+		}
+		if rerr != nil || n == 0 {
+			return added, nil
 		}
 	}
-	if err := flush(); err != nil {
+}
+
+func (fw *FileWriter) copyRow(p *plan, statCols []*plan, row parquet.Row, raw bool) error {
+	if !raw {
+		m, err := decodeRow(p, row, nil, true)
+		if err != nil {
+			return err
+		}
+		return fw.Add(m)
+	}
+	// The statistics columns are top-level primitives: decode just those.
+	d := decoder{cols: splitColumns(row, p.last), strict: true}
+	sr := make(Row, len(statCols))
+	for _, c := range statCols {
+		v, err := d.read(c, 0, 0)
+		if err != nil {
+			return err
+		}
+		if v != nil {
+			sr[c.name] = v
+		}
+	}
+	fw.stats.add(sr)
+	start := len(fw.vals)
+	fw.vals = append(fw.vals, row...)
+	return fw.push(parquet.Row(fw.vals[start:len(fw.vals):len(fw.vals)]))
+}
+
+// Finish closes the file and returns its bytes and statistics.
+func (fw *FileWriter) Finish() ([]byte, *Stats, error) {
+	if err := fw.flush(); err != nil {
 		return nil, nil, err
 	}
-	if err := w.Close(); err != nil {
+	if err := fw.w.Close(); err != nil {
 		return nil, nil, fmt.Errorf("closing parquet file: %w", err)
 	}
-	data, err := dropColumnIndexes(buf.Bytes())
+	data, err := dropColumnIndexes(fw.buf.Bytes())
 	if err != nil {
 		return nil, nil, err
 	}
-	return data, stats, nil
+	return data, fw.stats, nil
 }
 
 // decimalPaths lists the Parquet paths of the decimal columns under s.

@@ -10,8 +10,12 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
 )
 
 // tagBucket is the add-action tag holding a mirror file's bucket.
@@ -107,6 +111,23 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 		res.Rewritten++
 		return nil
 	}
+	// An own file of a touched bucket is not decoded: only its _key column is read, the rows of
+	// the batch's keys are decoded (for the sequence guard and the change data feed), and the
+	// others are copied into its new version as Parquet values (parquetio.FileWriter.Copy).
+	own := map[int][]*ownFile{}
+	takeOwn := func(a *delta.Add, b int) error {
+		of, rows, err := c.readOwn(ctx, a, byBucket[b])
+		if err != nil {
+			return fmt.Errorf("table %s: reading %s to rewrite it: %w", w.cfg.Name, a.Path, err)
+		}
+		for _, r := range rows {
+			rowsOf(b)[r[layout.ColKey].(string)] = layout.Row(r)
+		}
+		own[b] = append(own[b], of)
+		actions = append(actions, delta.RemoveOf(a, now, true))
+		res.Rewritten++
+		return nil
+	}
 	paths := slices.Sorted(maps.Keys(w.snap.Files))
 	for _, p := range paths { // (1) other writers' files
 		if a := w.snap.Files[p]; w.fileBucket(a) < 0 && mayHold(a, allKeys) {
@@ -118,7 +139,7 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 	for _, p := range paths { // (2) the touched buckets' own files
 		a := w.snap.Files[p]
 		if b := w.fileBucket(a); b >= 0 && len(byBucket[b]) > 0 && mayHold(a, byBucket[b]) {
-			if err := take(a); err != nil {
+			if err := takeOwn(a, b); err != nil {
 				return nil, written, err
 			}
 		}
@@ -144,9 +165,40 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 			res.Rows++
 		}
 	}
-	for _, b := range slices.Sorted(maps.Keys(current)) {
+	buckets := slices.Collect(maps.Keys(current))
+	for b := range own {
+		if current[b] == nil {
+			buckets = append(buckets, b)
+		}
+	}
+	slices.Sort(buckets)
+	for _, b := range buckets {
 		cur := current[b]
 		all := slices.Sorted(maps.Keys(cur))
+		tags := map[string]string{tagBucket: strconv.Itoa(b)}
+		if len(own[b]) > 0 {
+			// Each own file becomes its rows minus the batch's keys; the first also takes the
+			// bucket's rows held as maps (the batch's and other writers').
+			for i, of := range own[b] {
+				var add []layout.Row
+				if i == 0 {
+					for _, k := range all {
+						add = append(add, cur[k])
+					}
+				}
+				a, name, err := w.rewriteFile(ctx, of, add, tags, res)
+				if name != "" {
+					written = append(written, name)
+				}
+				if err != nil {
+					return nil, written, err
+				}
+				if a.Add != nil {
+					actions = append(actions, a)
+				}
+			}
+			continue
+		}
 		for start := 0; start < len(all); start += w.cfg.TargetFileRows {
 			chunk := make([]layout.Row, 0, min(w.cfg.TargetFileRows, len(all)-start))
 			for _, k := range all[start:min(start+w.cfg.TargetFileRows, len(all))] {
@@ -163,6 +215,76 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 		}
 	}
 	return actions, written, nil
+}
+
+// ownFile is a bucket file of the sink being rewritten: its bytes, and the rows to leave out.
+type ownFile struct {
+	add  *delta.Add
+	data []byte
+	drop *roaring.Bitmap // rows its deletion vector deletes and rows of the batch's keys
+}
+
+// readOwn reads a bucket file to rewrite: its _key column, and whole only the rows of keys
+// (sorted) that it holds and its deletion vector does not delete.
+func (c cowStrategy) readOwn(ctx context.Context, a *delta.Add, keys []string) (*ownFile, []parquetio.Row, error) {
+	data, err := c.w.table.Store.Read(ctx, a.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	drop, err := delta.LoadDV(ctx, c.w.table.Store, a.DeletionVector)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := parquetio.Open(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pos []int
+	err = f.Scan(layout.ColKey, func(row int, v parquet.Value) error {
+		if drop.Contains(uint32(row)) {
+			return nil
+		}
+		if i := sort.SearchStrings(keys, string(v.ByteArray())); i < len(keys) && keys[i] == string(v.ByteArray()) {
+			pos = append(pos, row)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := parquetio.ReadDataAt(data, pos)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range pos {
+		drop.Add(uint32(p))
+	}
+	return &ownFile{add: a, data: data, drop: drop}, rows, nil
+}
+
+// rewriteFile writes a new version of an own file: its rows but the dropped ones, copied as
+// Parquet values, then add. It returns no action when nothing is left.
+func (w *Writer) rewriteFile(ctx context.Context, of *ownFile, add []layout.Row, tags map[string]string, res *Result) (delta.Action, string, error) {
+	fw, err := parquetio.NewFileWriter(w.lay.Schema(), w.lay.PartitionColumns(), parquetio.Options{}, 0)
+	if err != nil {
+		return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
+	}
+	if _, err := fw.Copy(of.data, func(pos int) bool { return !of.drop.Contains(uint32(pos)) }); err != nil {
+		return delta.Action{}, "", fmt.Errorf("table %s: copying %s: %w", w.cfg.Name, of.add.Path, err)
+	}
+	for _, r := range add {
+		if err := fw.Add(parquetio.Row(r)); err != nil {
+			return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
+		}
+	}
+	if fw.Rows() == 0 {
+		return delta.Action{}, "", nil
+	}
+	data, stats, err := fw.Finish()
+	if err != nil {
+		return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
+	}
+	return w.storeFile(ctx, data, stats, map[string]string{}, "", tags, res)
 }
 
 // check refuses to move a copy-on-write commit past a concurrent commit that may have added one of its

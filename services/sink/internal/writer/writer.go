@@ -434,6 +434,11 @@ func (w *Writer) writeFile(ctx context.Context, rows []layout.Row, partValues ma
 	if err != nil {
 		return delta.Action{}, "", fmt.Errorf("table %s: %w", w.cfg.Name, err)
 	}
+	return w.storeFile(ctx, data, stats, partValues, dir, tags, res)
+}
+
+// storeFile stores an encoded data file and returns its add action.
+func (w *Writer) storeFile(ctx context.Context, data []byte, stats *parquetio.Stats, partValues map[string]string, dir string, tags map[string]string, res *Result) (delta.Action, string, error) {
 	name := delta.NewFileName(dir)
 	if err := w.table.Store.Write(ctx, name, data); err != nil {
 		return delta.Action{}, "", err
