@@ -22,16 +22,24 @@ func Read(data []byte, columns []string) ([]Row, error) { return read(data, colu
 // column, never a silent null.
 func ReadData(data []byte) ([]Row, error) { return read(data, nil, true) }
 
-func read(data []byte, columns []string, strict bool) ([]Row, error) {
+// openRows opens a file for reading rows, with the plan of its schema.
+func openRows(data []byte) (*parquet.File, *plan, *parquet.Reader, error) {
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return nil, fmt.Errorf("opening parquet file: %w", err)
+		return nil, nil, nil, fmt.Errorf("opening parquet file: %w", err)
 	}
 	p, _, err := newPlan(f.Schema())
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	return f, p, parquet.NewReader(f), nil
+}
+
+func read(data []byte, columns []string, strict bool) ([]Row, error) {
+	f, p, r, err := openRows(data)
+	if err != nil {
 		return nil, err
 	}
-	r := parquet.NewReader(f)
 	defer r.Close()
 	out := make([]Row, 0, f.NumRows())
 	rows := make([]parquet.Row, 256)
@@ -79,15 +87,10 @@ func decodeRow(p *plan, row parquet.Row, columns []string, strict bool) (Row, er
 // ReadDataAt decodes the rows at the given positions (in the file, ascending) of a table's data
 // file, as ReadData does, seeking to each: for a few rows of a large file.
 func ReadDataAt(data []byte, positions []int) ([]Row, error) {
-	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return nil, fmt.Errorf("opening parquet file: %w", err)
-	}
-	p, _, err := newPlan(f.Schema())
+	f, p, r, err := openRows(data)
 	if err != nil {
 		return nil, err
 	}
-	r := parquet.NewReader(f)
 	defer r.Close()
 	out := make([]Row, 0, len(positions))
 	buf := make([]parquet.Row, 1)

@@ -20,11 +20,7 @@ import (
 func foreignRewrite(t *testing.T, w *Writer, dataChange bool, drop ...string) {
 	t.Helper()
 	ctx := context.Background()
-	tb := delta.NewTable(w.Table().Store)
-	snap, err := tb.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb, snap := otherWriter(t, w)
 	schema, _ := snap.Schema()
 	var rows []parquetio.Row
 	var actions []delta.Action
@@ -54,17 +50,24 @@ func foreignRewrite(t *testing.T, w *Writer, dataChange bool, drop ...string) {
 	}
 }
 
+// otherWriter is another writer of w's table, and the snapshot it reads.
+func otherWriter(t *testing.T, w *Writer) (*delta.Table, *delta.Snapshot) {
+	t.Helper()
+	tb := delta.NewTable(w.Table().Store)
+	snap, err := tb.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb, snap
+}
+
 // foreignDVDelete commits what Spark's DELETE does on a table with deletion vectors: the rows of
 // drop marked in the vectors of the files holding them (a remove of each such file with its old
 // vector, an add with the new one), in a vector file of its own.
 func foreignDVDelete(t *testing.T, w *Writer, drop ...string) {
 	t.Helper()
 	ctx := context.Background()
-	tb := delta.NewTable(w.Table().Store)
-	snap, err := tb.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb, snap := otherWriter(t, w)
 	dvw := delta.NewDVWriter()
 	var actions []delta.Action
 	for _, p := range slices.Sorted(maps.Keys(snap.Files)) {
