@@ -22,8 +22,15 @@ func Read(data []byte, columns []string) ([]Row, error) { return read(data, colu
 // column, never a silent null.
 func ReadData(data []byte) ([]Row, error) { return read(data, nil, true) }
 
+// rowReader reads a file's rows (parquet-go's Reader).
+type rowReader interface {
+	ReadRows([]parquet.Row) (int, error)
+	SeekToRow(int64) error
+	Close() error
+}
+
 // openRows opens a file for reading rows, with the plan of its schema.
-func openRows(data []byte) (*parquet.File, *plan, *parquet.Reader, error) {
+func openRows(data []byte) (*parquet.File, *plan, rowReader, error) {
 	f, err := parquet.OpenFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("opening parquet file: %w", err)

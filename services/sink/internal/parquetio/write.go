@@ -231,11 +231,14 @@ type FileWriter struct {
 	plan    *plan
 	exclude []string
 	buf     bytes.Buffer
-	w       *parquet.Writer
-	stats   *Stats
-	enc     *encoder
-	batch   []parquet.Row
-	vals    []parquet.Value // the batch's rows are cut from it, reused once WriteRows copied them
+	w       interface {
+		WriteRows([]parquet.Row) (int, error)
+		Close() error
+	}
+	stats *Stats
+	enc   *encoder
+	batch []parquet.Row
+	vals  []parquet.Value // the batch's rows are cut from it, reused once WriteRows copied them
 }
 
 // NewFileWriter starts a data file of schema s without the excluded (partition) columns; rows is
