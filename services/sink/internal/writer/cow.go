@@ -111,14 +111,18 @@ func (c cowStrategy) merge(ctx context.Context, newest map[string]layout.Row, al
 		res.Rewritten++
 		return nil
 	}
-	// An own file of a touched bucket is not decoded: only its _key column is read, the rows of
-	// the batch's keys are decoded (for the sequence guard and the change data feed), and the
-	// others are copied into its new version as Parquet values (parquetio.FileWriter.Copy).
+	// An own file of a touched bucket is not decoded: only its _key column is read; a file holding
+	// none of the batch's keys stays as it is; of the others the rows of the batch's keys are
+	// decoded (for the sequence guard and the change data feed), and the rest copied into the
+	// file's new version as Parquet values (parquetio.FileWriter.Copy).
 	own := map[int][]*ownFile{}
 	takeOwn := func(a *delta.Add, b int) error {
 		of, rows, err := c.readOwn(ctx, a, byBucket[b])
 		if err != nil {
 			return fmt.Errorf("table %s: reading %s to rewrite it: %w", w.cfg.Name, a.Path, err)
+		}
+		if len(rows) == 0 {
+			return nil // its key range covers the batch's keys, but it holds none: it stays
 		}
 		for _, r := range rows {
 			rowsOf(b)[r[layout.ColKey].(string)] = layout.Row(r)

@@ -344,3 +344,36 @@ func TestTableOfAnEarlierLayoutContinues(t *testing.T) {
 		t.Fatalf("hints on an earlier version's table: %v", err)
 	}
 }
+
+// A copy-on-write batch rewrites only the files that hold one of its keys, not every file whose
+// key range covers them.
+func TestCopyOnWriteRewritesOnlyFilesHoldingItsKeys(t *testing.T) {
+	ctx := context.Background()
+	w := newWriter(t, t.TempDir(), Config{Mode: layout.Mirror, Buckets: 1, MirrorStrategy: StrategyCopyOnWrite})
+	v := func(n int) map[string]types.AttributeValue { return map[string]types.AttributeValue{"v": num(n)} }
+	var off int64
+	batch := func(ids ...int) Result {
+		t.Helper()
+		var changes []Change
+		for _, id := range ids {
+			off++
+			changes = append(changes, change("u", fmt.Sprintf("k%02d", id), int(off), false, v(int(off)), 0, off))
+		}
+		res, err := w.Write(ctx, changes, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	batch(0, 2, 4, 6, 8) // one file, k00…k08
+	if res := batch(1, 3, 5, 7); res.Rewritten != 0 || res.Files != 1 {
+		t.Fatalf("odd keys inside the first file's range: rewrote %d files, wrote %d; want 0 and 1", res.Rewritten, res.Files)
+	}
+	if res := batch(4); res.Rewritten != 1 || len(w.Snapshot().Files) != 2 {
+		t.Fatalf("an update of k04: rewrote %d files, the table has %d; want 1 and 2", res.Rewritten, len(w.Snapshot().Files))
+	}
+	got := mirrorState(t, w)
+	if len(got) != 9 || got[`[["S","k04"]]`] != "10" {
+		t.Fatalf("mirror %v", got)
+	}
+}
