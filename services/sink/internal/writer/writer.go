@@ -77,7 +77,7 @@ type Result struct {
 	Skipped   int   // changes already in the table (offsets at or below its txn versions)
 	Stale     int   // mirror: changes superseded in the batch or older than the table's row for their key
 	Files     int   // data files added
-	Rewritten int   // mirror: data files rewritten
+	Rewritten int   // mirror: data files rewritten (copy-on-write) or given a new deletion vector
 	Bytes     int64 // bytes of data files added
 	Rescued   int64 // values that did not fit their columns, kept in _rescued_data
 	Rejected  []Rejected
