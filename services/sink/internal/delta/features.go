@@ -57,12 +57,6 @@ func CDFEnabled(md *Metadata) bool {
 // 2, readable by every Delta reader since 2019.
 func LegacyProtocol() *Protocol { return &Protocol{MinReaderVersion: 1, MinWriterVersion: 2} }
 
-// DVProtocol is the protocol of a table with deletion vectors.
-func DVProtocol() *Protocol {
-	return &Protocol{MinReaderVersion: 3, MinWriterVersion: 7,
-		ReaderFeatures: []string{FeatureDeletionVectors}, WriterFeatures: []string{FeatureDeletionVectors}}
-}
-
 // WithWriterFeature returns p with a writer feature added: a legacy protocol moves to writer 7,
 // listing the features its writer version implied.
 func (p *Protocol) WithWriterFeature(name string) *Protocol {
