@@ -24,6 +24,9 @@ func Open(data []byte) (*File, error) {
 	return &File{f: f}, nil
 }
 
+// Metadata returns a value of the file's key-value metadata.
+func (f *File) Metadata(key string) (string, bool) { return f.f.Lookup(key) }
+
 // NumRows is the file's row count.
 func (f *File) NumRows() int64 { return f.f.NumRows() }
 

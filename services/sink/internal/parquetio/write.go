@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"slices"
 	"strings"
@@ -206,6 +207,8 @@ func decimalBytes(d *big.Int) ([]byte, error) {
 type Options struct {
 	// RowGroupRows bounds a row group. Default: 128k rows.
 	RowGroupRows int64
+	// Metadata is written in the file's key-value metadata.
+	Metadata map[string]string
 }
 
 // Write encodes rows (already in the order wanted in the file) into a zstd-compressed Parquet
@@ -265,6 +268,9 @@ func NewFileWriter(s *deltatype.StructType, exclude []string, o Options, rows in
 		parquet.DataPageVersion(1),
 		parquet.DefaultEncodingFor(parquet.ByteArray, &parquet.Plain),
 		parquet.CreatedBy("ddb2delta", "sink", "")}
+	for _, k := range slices.Sorted(maps.Keys(o.Metadata)) {
+		opts = append(opts, parquet.KeyValueMetadata(k, o.Metadata[k]))
+	}
 	// parquet-go orders fixed-length decimals as unsigned bytes, so its bounds of a column holding
 	// negative decimals would be wrong: leave them out rather than mislead a reader's pruning.
 	for _, path := range decimalPaths(s, nil) {

@@ -39,8 +39,31 @@ import (
 type Table struct {
 	Name   string
 	Topics []string
-	Writer *writer.Writer
+	Writer TableWriter
 }
+
+// TableWriter writes one table's batches, each change once: to Delta directly (Direct) or
+// through a SQL warehouse (package warehouse).
+type TableWriter interface {
+	// Load reads what the table holds. assigned are the topic-partitions feeding it that were
+	// just assigned to this replica (every assigned one after a failed batch): a writer whose
+	// last batch for a partition may be in doubt settles it here.
+	Load(ctx context.Context, assigned map[string][]int32) error
+	// NextOffset is one past the last offset of the topic-partition the table holds, or -1.
+	NextOffset(topic string, partition int32) int64
+	// Write applies changes as one batch; reject receives those that cannot be mapped, before
+	// the batch is committed.
+	Write(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error)
+	// Close finishes background work (a checkpoint being written).
+	Close()
+}
+
+// Direct adapts a Delta writer: its table's txn actions make every commit settle itself.
+func Direct(w *writer.Writer) TableWriter { return direct{w} }
+
+type direct struct{ *writer.Writer }
+
+func (d direct) Load(ctx context.Context, _ map[string][]int32) error { return d.Writer.Load(ctx) }
 
 // Batch bounds a table's buffer.
 type Batch struct {
@@ -286,7 +309,9 @@ func (p *Pipeline) commit(ctx context.Context, t *tableState) error {
 		m.rows.WithLabelValues(t.Name).Add(float64(res.Rows))
 		m.rescued.WithLabelValues(t.Name).Add(float64(res.Rescued))
 		m.bytes.WithLabelValues(t.Name).Add(float64(res.Bytes))
-		m.files.WithLabelValues(t.Name).Set(float64(len(t.Writer.Snapshot().Files)))
+		if res.LiveFiles >= 0 {
+			m.files.WithLabelValues(t.Name).Set(float64(res.LiveFiles))
+		}
 		m.version.WithLabelValues(t.Name).Set(float64(res.Version))
 		now := time.Now()
 		for _, c := range t.buf {
@@ -368,16 +393,21 @@ func (p *Pipeline) nextOffsets(topic string, partition int32) int64 {
 func (p *Pipeline) startOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	loaded := map[*tableState]bool{} // a table fed by several assigned topics is read once
-	for topic := range assigned {
+	parts := map[*tableState]map[string][]int32{} // a table fed by several assigned topics is read once
+	for topic, ps := range assigned {
 		for _, t := range p.byTopic[topic] {
-			if loaded[t] {
-				continue
+			if parts[t] == nil {
+				parts[t] = map[string][]int32{}
 			}
-			loaded[t] = true
-			if err := t.Writer.Load(ctx); err != nil {
-				return nil, fmt.Errorf("reading table %s: %w", t.Name, err)
-			}
+			parts[t][topic] = slices.Sorted(maps.Keys(ps))
+		}
+	}
+	for _, t := range p.tables {
+		if parts[t] == nil {
+			continue
+		}
+		if err := t.Writer.Load(ctx, parts[t]); err != nil {
+			return nil, fmt.Errorf("reading table %s: %w", t.Name, err)
 		}
 	}
 	for topic, parts := range assigned {
@@ -439,7 +469,13 @@ func (p *Pipeline) rewind(ctx context.Context) {
 	defer p.mu.Unlock()
 	for _, t := range p.tables {
 		t.buf, t.bytes = t.buf[:0], 0
-		if err := t.Writer.Load(ctx); err != nil {
+		assigned := map[string][]int32{}
+		for _, topic := range t.Topics {
+			if ps := p.assigned[topic]; len(ps) > 0 {
+				assigned[topic] = slices.Sorted(maps.Keys(ps))
+			}
+		}
+		if err := t.Writer.Load(ctx, assigned); err != nil {
 			p.log.Warn("reading table", "table", t.Name, "error", err)
 		}
 	}

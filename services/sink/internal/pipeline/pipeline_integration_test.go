@@ -164,7 +164,7 @@ func TestPipelineRoutesBatchesAndResumes(t *testing.T) {
 		cst, _ := storage.NewLocal(dir + "/changelog")
 		m := writer.New(writer.Config{Name: "orders_mirror", Mode: layout.Mirror, Buckets: 4}, mst, slog.New(slog.DiscardHandler))
 		c := writer.New(writer.Config{Name: "changes", Mode: layout.Changelog}, cst, slog.New(slog.DiscardHandler))
-		return []Table{{Name: "orders_mirror", Topics: []string{orders}, Writer: m}, {Name: "changes", Topics: []string{orders, returns}, Writer: c}}, m, c
+		return []Table{{Name: "orders_mirror", Topics: []string{orders}, Writer: Direct(m)}, {Name: "changes", Topics: []string{orders, returns}, Writer: Direct(c)}}, m, c
 	}
 	want := map[string]string{}
 	seq := 0

@@ -45,9 +45,56 @@ type Settings struct {
 	CheckpointInterval int64 `yaml:"checkpoint_interval"`
 	// Maintenance compacts small files and vacuums unreferenced ones in the background.
 	Maintenance Maintenance `yaml:"maintenance"`
+	// Databricks is the SQL warehouse of the tables whose target is databricks, and of the
+	// tables registered in Unity Catalog.
+	Databricks Databricks `yaml:"databricks"`
 	// Tables route topics to Delta tables.
 	Tables []Table `yaml:"tables"`
 }
+
+// Databricks is the SQL warehouse connection (databricks-sql-go) and where batches are staged.
+type Databricks struct {
+	// Host is the workspace's host name (dbc-1234abcd-5678.cloud.databricks.com); a test server
+	// without TLS is given as http://host. Default: none.
+	Host string `yaml:"host"`
+	// Port of the workspace. Default: 443.
+	Port int `yaml:"port"`
+	// HTTPPath is the warehouse's HTTP path, /sql/1.0/warehouses/<id>. Default: none.
+	HTTPPath string `yaml:"http_path"`
+	// Token is a personal access token or a service principal's token, from the environment
+	// (DDB2DELTA_SINK_DATABRICKS_TOKEN) or TokenFile, never from this file; never logged.
+	Token     config.Secret `yaml:"token"`
+	TokenFile string        `yaml:"token_file"`
+	// Catalog and Schema complete table names given with fewer than three levels. Default: none.
+	Catalog string `yaml:"catalog"`
+	Schema  string `yaml:"schema"`
+	// OffsetsTable is the table recording the Kafka offsets each warehouse table holds: a name
+	// of one to three levels, completed like the tables'. Default: ddb2delta_offsets.
+	OffsetsTable string `yaml:"offsets_table"`
+	// Staging is where batches are staged for the warehouse to load: a Unity Catalog volume path
+	// (/Volumes/<catalog>/<schema>/<volume>/<prefix>, written through the driver: the token needs
+	// WRITE VOLUME), or s3://bucket/prefix (written with the sink's S3 credentials; the warehouse
+	// reads it through an external location), or a directory both share (a local test server).
+	// Each table stages under <staging>/<table name>. Default: none.
+	Staging string `yaml:"staging"`
+	// StagingRetention: staged files no batch in doubt needs are deleted after a batch; files a
+	// crash left behind are deleted when older than this. Default: 1h.
+	StagingRetention time.Duration `yaml:"staging_retention"`
+	// Dialect is what runs the SQL: databricks (COPY INTO for changelogs) or spark (open-source
+	// Spark SQL: INSERT, and an insert-only MERGE to settle a batch in doubt). Default: databricks.
+	Dialect string `yaml:"dialect"`
+	// StatementTimeout bounds one statement. Default: 15m.
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
+}
+
+// Targets are where a table is written, the default first.
+var Targets = []string{"delta", "databricks"}
+
+// Dialects are the warehouse dialects, the default first.
+var Dialects = []string{"databricks", "spark"}
+
+// UsesWarehouse reports whether a table is written or registered through the warehouse.
+func (t Table) UsesWarehouse() bool { return t.Target == "databricks" || t.Register }
 
 // Maintenance configures background compaction and vacuum.
 type Maintenance struct {
@@ -94,6 +141,18 @@ type S3 struct {
 type Table struct {
 	// Name identifies the table in metrics and logs.
 	Name string `yaml:"name"`
+	// Target is who writes the table: delta (the sink writes the Delta table at location) or
+	// databricks (the sink loads batches through the SQL warehouse of the databricks section).
+	// Default: delta.
+	Target string `yaml:"target"`
+	// DatabricksTable is the table's name in Unity Catalog (catalog.schema.table; fewer levels
+	// are completed from databricks.catalog and databricks.schema). For target databricks, the
+	// table written (default: the table's name); with register, the name registered.
+	DatabricksTable string `yaml:"databricks_table"`
+	// Register creates a table the sink writes directly (target delta) in Unity Catalog as an
+	// external table over its location (CREATE TABLE IF NOT EXISTS … USING DELTA LOCATION),
+	// with a comment and properties recording its lineage, through the warehouse. Default: false.
+	Register bool `yaml:"register"`
 	// Topics feed the table; several topics may feed one table and one topic several tables.
 	Topics []string `yaml:"topics"`
 	// Mode is changelog (append every change) or mirror (the table equals the DynamoDB table).
@@ -199,9 +258,17 @@ func (s *Settings) Validate() error {
 		p.Add("checkpoint_interval", "must be at least 1, got %d", s.CheckpointInterval)
 	}
 	seen := map[string]bool{}
+	warehouse := false
 	for i := range s.Tables {
 		t := &s.Tables[i]
 		key := config.Index("tables", i)
+		if t.Target == "" {
+			t.Target = Targets[0]
+		}
+		if !slices.Contains(Targets, t.Target) {
+			p.Add(key+".target", "%q is not %s", t.Target, strings.Join(Targets, " or "))
+		}
+		warehouse = warehouse || t.UsesWarehouse()
 		if t.Buckets == 0 {
 			t.Buckets = 16
 		}
@@ -235,6 +302,18 @@ func (s *Settings) Validate() error {
 		if !slices.Contains(Modes, t.Mode) {
 			p.Add(key+".mode", "%q is not changelog or mirror", t.Mode)
 		}
+		if _, err := layout.ParseHints(t.SchemaHints); err != nil {
+			for _, e := range unjoin(err) {
+				p.Add(key+".schema_hints", "%v", e)
+			}
+		}
+		if t.Target == "databricks" {
+			s.validateWarehouseTable(&p, key, t)
+			continue
+		}
+		if t.Register && t.DatabricksTable == "" {
+			p.Add(key+".databricks_table", "must name the table to register (catalog.schema.table)")
+		}
 		switch {
 		case t.Mode != "mirror" && t.MirrorStrategy != "":
 			p.Add(key+".mirror_strategy", "%q: only mirror tables have a strategy", t.MirrorStrategy)
@@ -245,11 +324,6 @@ func (s *Settings) Validate() error {
 		}
 		if !validLocation(t.Location) {
 			p.Add(key+".location", "must be a directory, file:// or s3:// URL, got %q", t.Location)
-		}
-		if _, err := layout.ParseHints(t.SchemaHints); err != nil {
-			for _, e := range unjoin(err) {
-				p.Add(key+".schema_hints", "%v", e)
-			}
 		}
 		for _, k := range slices.Sorted(maps.Keys(t.Properties)) {
 			pk, v := key+".properties."+k, t.Properties[k]
@@ -267,7 +341,72 @@ func (s *Settings) Validate() error {
 			}
 		}
 	}
+	if warehouse {
+		s.Databricks.check(&p)
+	}
 	return p.Err()
+}
+
+// validateWarehouseTable checks a table written through the warehouse: the keys about Delta
+// files do not apply.
+func (s *Settings) validateWarehouseTable(p *config.Problems, key string, t *Table) {
+	if t.Location != "" {
+		p.Add(key+".location", "a databricks table lives in the warehouse: name it with databricks_table, not a location")
+	}
+	if t.MirrorStrategy != "" {
+		p.Add(key+".mirror_strategy", "%q: a databricks table is merged by the warehouse", t.MirrorStrategy)
+	}
+	if t.Register {
+		p.Add(key+".register", "a databricks table is in Unity Catalog already")
+	}
+	if t.DatabricksTable == "" {
+		t.DatabricksTable = t.Name
+	}
+	if d := s.Databricks.Staging; !strings.HasPrefix(d, "/Volumes/") && (d == "" || !validLocation(d)) {
+		p.Add("databricks.staging", "must be a volume path (/Volumes/<catalog>/<schema>/<volume>/…), an s3:// URL or a directory, for table %s, got %q", t.Name, d)
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Properties)) {
+		if strings.HasPrefix(k, "ddb2delta.") {
+			p.Add(key+".properties."+k, "the ddb2delta. properties are the sink's own")
+		}
+	}
+}
+
+// check validates the warehouse section (when a table uses it) and applies its defaults.
+func (d *Databricks) check(p *config.Problems) {
+	if d.Port == 0 {
+		d.Port = 443
+	}
+	if d.OffsetsTable == "" {
+		d.OffsetsTable = "ddb2delta_offsets"
+	}
+	if d.Dialect == "" {
+		d.Dialect = Dialects[0]
+	}
+	if d.StagingRetention == 0 {
+		d.StagingRetention = time.Hour
+	}
+	if d.StatementTimeout == 0 {
+		d.StatementTimeout = 15 * time.Minute
+	}
+	if d.Host == "" {
+		p.Add("databricks.host", "must be set: a table is written or registered through the warehouse")
+	}
+	if !strings.HasPrefix(d.HTTPPath, "/") {
+		p.Add("databricks.http_path", "must be the warehouse's HTTP path (/sql/1.0/warehouses/<id>), got %q", d.HTTPPath)
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		p.Add("databricks.port", "must be a port number, got %d", d.Port)
+	}
+	if d.Token.IsSet() == (d.TokenFile != "") {
+		p.Add("databricks.token", "set exactly one of the token environment variable (%s_DATABRICKS_TOKEN) and databricks.token_file", EnvPrefix)
+	}
+	if !slices.Contains(Dialects, d.Dialect) {
+		p.Add("databricks.dialect", "%q is not %s", d.Dialect, strings.Join(Dialects, " or "))
+	}
+	if d.StagingRetention < time.Minute || d.StatementTimeout < time.Second {
+		p.Add("databricks", "staging_retention must be at least 1m and statement_timeout at least 1s, got %s and %s", d.StagingRetention, d.StatementTimeout)
+	}
 }
 
 // unjoin splits an errors.Join of errors into them.

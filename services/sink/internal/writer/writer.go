@@ -80,6 +80,7 @@ type Result struct {
 	Rewritten int   // mirror: data files rewritten (copy-on-write) or given a new deletion vector
 	Bytes     int64 // bytes of data files added
 	Rescued   int64 // values that did not fit their columns, kept in _rescued_data
+	LiveFiles int   // data files of the table after the commit; -1 when unknown (a warehouse's table)
 	Rejected  []Rejected
 }
 
@@ -289,7 +290,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	schema := w.lay.Schema()
 	if read.Version < 0 {
 		b, _ := json.Marshal(schema)
-		conf := map[string]string{delta.ConfStatsColumns: statsColumns(schema, w.lay.PartitionColumns())}
+		conf := map[string]string{delta.ConfStatsColumns: StatsColumns(schema, w.lay.PartitionColumns())}
 		maps.Copy(conf, w.cfg.Properties)
 		conf["ddb2delta.mode"] = w.cfg.Mode
 		if w.lay.Typed() {
@@ -324,7 +325,7 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 		md.SchemaString = string(b)
 		if _, ok := md.Configuration[delta.ConfStatsColumns]; ok && w.cfg.Properties[delta.ConfStatsColumns] == "" { // kept current
 			md.Configuration = maps.Clone(md.Configuration)
-			md.Configuration[delta.ConfStatsColumns] = statsColumns(schema, w.lay.PartitionColumns())
+			md.Configuration[delta.ConfStatsColumns] = StatsColumns(schema, w.lay.PartitionColumns())
 		}
 		actions = append(actions, delta.Action{MetaData: &md})
 		if grew {
@@ -393,15 +394,15 @@ func (w *Writer) attempt(ctx context.Context, changes []Change, onReject func([]
 	if w.mirror != nil {
 		w.mirror.committed(snap)
 	}
-	res.Version = snap.Version
+	res.Version, res.LiveFiles = snap.Version, len(snap.Files)
 	return res, written, nil
 }
 
-// statsColumns renders the columns the sink writes statistics for as the value of
+// StatsColumns renders the columns the sink writes statistics for as the value of
 // delta.dataSkippingStatsColumns: Spark then uses those statistics (by default it uses only the
 // first 32 columns, most of them lineage here) and collects the same ones when it rewrites files
 // (so other writers' files keep the _key bounds the mirror merge prunes with).
-func statsColumns(s *deltatype.StructType, partitions []string) string {
+func StatsColumns(s *deltatype.StructType, partitions []string) string {
 	var cols []string
 	for _, f := range s.Fields {
 		if parquetio.StatsColumn(f.Type) && !slices.Contains(partitions, f.Name) {

@@ -1,0 +1,578 @@
+// Package warehouse writes a table through a SQL warehouse (Databricks SQL, or a Spark Thrift
+// server) instead of writing Delta files itself: for teams whose tables are Unity Catalog
+// managed tables, or who may not write to the lake's storage. It also registers the tables the
+// sink writes directly in Unity Catalog (register.go).
+//
+// A batch is mapped to rows exactly as the direct writer maps it (package layout: the same
+// columns, types, lineage and sequence guard), written as one Parquet file to a staging location
+// the warehouse reads (an S3 prefix or a Unity Catalog volume), and loaded with one statement:
+// COPY INTO (Databricks) or INSERT (Spark) for a changelog, MERGE for a mirror.
+//
+// Exactly once. A SQL warehouse has no multi-table transaction, and the session settings that
+// would make Delta record Kafka offsets in the data table's own commit (txnAppId, txnVersion)
+// are not among those a warehouse accepts. So the offsets live in an offsets table, and the
+// order of the statements makes every batch settle:
+//
+//  1. stage the batch's file (a name derived from the offsets it covers);
+//  2. record in the offsets table, for each of its topic-partitions, the next offset and the
+//     file (the intent);
+//  3. load the file into the table.
+//
+// A crash before 2 leaves an unreferenced file (swept later); the batch is read from Kafka
+// again. After 2 the batch is in doubt: whoever is next assigned the partition (this replica
+// after a restart or a failed batch, another after a rebalance) loads the recorded file again,
+// restricted to the partition's rows, with a statement that is idempotent: COPY INTO skips a file
+// it has loaded; the changelog's MERGE inserts only rows whose Kafka position (topic, partition,
+// offset) the table does not hold; the mirror's MERGE applies a change only when it is newer than
+// the row (the sequence guard), so applying the same batch twice changes nothing, and a delete
+// applied twice deletes nothing more. Consumption then resumes at the recorded offsets. A
+// replayed change is thus always replayed within its own batch, from the same file: an older
+// change is never applied after a newer batch, and a deleted item cannot come back (the
+// equivalent of tombstones, without leaving deleted rows in the table).
+package warehouse
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/fault"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/delta"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/parquetio"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
+)
+
+// Dialects: what the warehouse runs.
+const (
+	Databricks = "databricks" // a Databricks SQL warehouse: COPY INTO for changelogs
+	Spark      = "spark"      // open-source Spark SQL (a Thrift server): INSERT, and MERGE to settle
+)
+
+// Table properties the warehouse target keeps on its tables.
+const (
+	// PropSchema holds the table's schema as Delta writes it, with the column metadata the
+	// layout needs (attribute names, types as hinted, key columns), which SQL cannot set.
+	PropSchema = "ddb2delta.schema"
+	PropMode   = "ddb2delta.mode"
+)
+
+// Config configures one table's writer.
+type Config struct {
+	Name            string // the sink's table name (logs, metrics, the offsets table)
+	Mode            string // layout.Changelog or layout.Mirror
+	PartitionByDate bool   // changelog only
+	Table           Ident  // the table in the warehouse
+	Offsets         Ident  // the offsets table
+	Dialect         string // Databricks or Spark
+	Hints           *layout.Hints
+	Properties      map[string]string // set when the table is created
+	Topics          []string
+	// StagingRetention: staged files no offsets row refers to are deleted when older than this
+	// (younger ones may belong to a batch whose intent is being recorded). Default: 1h.
+	StagingRetention time.Duration
+	// ConflictRetries bounds the runs of one statement after concurrent-write conflicts.
+	// Default: 20.
+	ConflictRetries int
+}
+
+// Writer writes one table through a warehouse. Like writer.Writer it is used by one goroutine;
+// replicas writing the same table are ordered by the warehouse (conflicts are retried).
+type Writer struct {
+	cfg   Config
+	c     *conn
+	stage Stager
+	log   *slog.Logger
+
+	lay     *layout.Layout
+	schema  *deltatype.StructType // the table's schema (PropSchema); nil: the table does not exist
+	lineage Lineage
+	next    map[tp]int64  // next offset per topic-partition, as recorded
+	batch   map[tp]string // the staged file of each topic-partition's last recorded batch
+	first   map[tp]int64  // the first offset of each topic-partition's last recorded batch
+	mine    map[string]bool
+	offsets bool // the offsets table is known to exist
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// New returns the writer of one table.
+func New(cfg Config, db *sql.DB, stage Stager, log *slog.Logger) *Writer {
+	if cfg.StagingRetention <= 0 {
+		cfg.StagingRetention = time.Hour
+	}
+	if cfg.ConflictRetries <= 0 {
+		cfg.ConflictRetries = 20
+	}
+	return &Writer{cfg: cfg, c: &conn{db: db, table: cfg.Name, log: log, conflictRetries: cfg.ConflictRetries}, stage: stage, log: log,
+		lineage: Lineage{Mode: cfg.Mode, Topics: cfg.Topics}, mine: map[string]bool{}}
+}
+
+// Close implements pipeline.TableWriter.
+func (w *Writer) Close() {}
+
+// NextOffset implements pipeline.TableWriter.
+func (w *Writer) NextOffset(topic string, partition int32) int64 {
+	if n, ok := w.next[tp{topic, partition}]; ok {
+		return n
+	}
+	return -1
+}
+
+// Load reads the table's schema and offsets, then settles the last batch of each assigned
+// partition (see the package comment).
+func (w *Writer) Load(ctx context.Context, assigned map[string][]int32) error {
+	if !w.offsets {
+		if err := w.c.exec(ctx, "creating the offsets table "+w.cfg.Offsets.String(), createOffsets(w.cfg.Offsets)); err != nil {
+			return err
+		}
+		w.offsets = true
+	}
+	if err := w.readSchema(ctx); err != nil {
+		return err
+	}
+	next, batch, first := map[tp]int64{}, map[tp]string{}, map[tp]int64{}
+	err := w.c.query(ctx, "reading "+w.cfg.Offsets.String(), readOffsets(w.cfg.Offsets, w.cfg.Name), func(r *sql.Rows) error {
+		var k tp
+		var n int64
+		var f sql.NullString
+		var lo sql.NullInt64
+		if err := r.Scan(&k.topic, &k.partition, &n, &f, &lo); err != nil {
+			return err
+		}
+		next[k], first[k] = n, lo.Int64
+		if f.Valid && f.String != "" {
+			batch[k] = f.String
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.next, w.batch, w.first = next, batch, first
+	// The batches in doubt: per file, the assigned partitions whose last batch it is.
+	doubt := map[string]map[string][]int32{}
+	for topic, ps := range assigned {
+		for _, p := range ps {
+			if f, ok := batch[tp{topic, p}]; ok {
+				if doubt[f] == nil {
+					doubt[f] = map[string][]int32{}
+				}
+				doubt[f][topic] = append(doubt[f][topic], p)
+			}
+		}
+	}
+	for _, f := range slices.Sorted(maps.Keys(doubt)) {
+		if w.schema == nil {
+			return fmt.Errorf("table %s: the offsets table records batch %s, but %s does not exist (dropped?): "+
+				"delete its rows from %s (table_name = %s) to write it again from the topics' start", w.cfg.Name, f, w.cfg.Table, w.cfg.Offsets, quoteString(w.cfg.Name))
+		}
+		if err := w.settle(ctx, f, doubt[f]); err != nil {
+			return err
+		}
+		w.log.Info("settled the last batch of reassigned partitions", "table", w.cfg.Name, "file", f, "partitions", doubt[f])
+	}
+	w.sweep(ctx)
+	return nil
+}
+
+// readSchema reads the table's schema from its properties, and its layout.
+func (w *Writer) readSchema(ctx context.Context) error {
+	props, err := w.properties(ctx)
+	if err != nil {
+		return err
+	}
+	var schema *deltatype.StructType
+	if props != nil {
+		raw, ok := props[PropSchema]
+		if !ok {
+			return fmt.Errorf("table %s: %s exists but has no %s property: it was not created by the sink's warehouse target "+
+				"(write to another table, or register a table the sink writes directly)", w.cfg.Name, w.cfg.Table, PropSchema)
+		}
+		if m := props[PropMode]; m != w.cfg.Mode {
+			return fmt.Errorf("table %s: %s is a %s table, not a %s", w.cfg.Name, w.cfg.Table, m, w.cfg.Mode)
+		}
+		schema = &deltatype.StructType{}
+		if err := json.Unmarshal([]byte(raw), schema); err != nil {
+			return fmt.Errorf("table %s: property %s of %s: %w", w.cfg.Name, PropSchema, w.cfg.Table, err)
+		}
+		w.lineage.load(props)
+	}
+	lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate, Hints: w.cfg.Hints}, schema, w.partitions(schema))
+	if err != nil {
+		return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
+	}
+	w.lay, w.schema = lay, schema
+	return nil
+}
+
+func (w *Writer) partitions(schema *deltatype.StructType) []string {
+	if schema == nil || schema.Field(layout.ColDate) == nil {
+		return nil
+	}
+	return []string{layout.ColDate}
+}
+
+// properties returns the table's properties, or nil when it does not exist.
+func (w *Writer) properties(ctx context.Context) (map[string]string, error) {
+	props := map[string]string{}
+	err := w.c.query(ctx, "reading the properties of "+w.cfg.Table.String(), "SHOW TBLPROPERTIES "+w.cfg.Table.SQL(), func(r *sql.Rows) error {
+		var k, v string
+		if err := r.Scan(&k, &v); err != nil {
+			return err
+		}
+		props[k] = v
+		return nil
+	})
+	if SQLState(err) == StateNotFound {
+		return nil, nil
+	}
+	return props, err
+}
+
+// Write implements pipeline.TableWriter: stage, record the intent, load.
+func (w *Writer) Write(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error) {
+	if w.lay == nil {
+		if err := w.Load(ctx, nil); err != nil {
+			return writer.Result{Version: -1, LiveFiles: -1}, err
+		}
+	}
+	for {
+		res, err := w.attempt(ctx, changes, reject)
+		if !errors.Is(err, errRelayout) {
+			return res, err
+		}
+		reject = nil // dead-lettered already
+	}
+}
+
+// errRelayout: the table had columns this writer did not know (another replica added them); the
+// layout now has them and the batch is mapped again.
+var errRelayout = errors.New("the table has columns the layout lacked")
+
+func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error) {
+	res := writer.Result{Version: -1, LiveFiles: -1}
+	first, last := map[tp]int64{}, map[tp]int64{}
+	var rows []layout.Row
+	w.lay.Rescued()
+	for _, ch := range changes {
+		k := tp{ch.Origin.Topic, ch.Origin.Partition}
+		if n, ok := w.next[k]; ok && ch.Origin.Offset < n {
+			res.Skipped++
+			continue
+		}
+		if _, ok := first[k]; !ok {
+			first[k] = ch.Origin.Offset
+		}
+		last[k] = max(last[k], ch.Origin.Offset)
+		w.lineage.observe(ch.Event)
+		r, err := w.lay.Row(ch.Event, ch.Key, ch.Origin)
+		if err != nil {
+			res.Rejected = append(res.Rejected, writer.Rejected{Change: ch, Err: err})
+			continue
+		}
+		rows = append(rows, r)
+	}
+	res.Rescued = w.lay.Rescued()
+	if len(last) == 0 {
+		return res, nil
+	}
+	if len(res.Rejected) > 0 && reject != nil {
+		if err := reject(res.Rejected); err != nil {
+			return res, fmt.Errorf("table %s: dead-lettering %d changes: %w", w.cfg.Name, len(res.Rejected), err)
+		}
+	}
+	if w.cfg.Mode == layout.Mirror {
+		rows = newest(rows, &res)
+	}
+	if err := w.evolve(ctx); err != nil {
+		return res, err
+	}
+	schema := w.lay.Schema()
+	name := ""
+	if len(rows) > 0 {
+		name = batchName(w.cfg.Name, first, last)
+		prow := make([]parquetio.Row, len(rows))
+		for i, r := range rows {
+			prow[i] = parquetio.Row(r)
+		}
+		b, _ := json.Marshal(schema)
+		data, _, err := parquetio.Write(schema, nil, prow, parquetio.Options{Metadata: map[string]string{PropSchema: string(b)}})
+		if err != nil {
+			return res, fmt.Errorf("table %s: encoding the batch: %w", w.cfg.Name, err)
+		}
+		if err := w.stage.Put(ctx, name, data); err != nil {
+			return res, fmt.Errorf("table %s: staging %s at %s: %w", w.cfg.Name, name, w.stage.Dir(), err)
+		}
+		w.mine[name] = true
+		res.Files, res.Bytes = 1, int64(len(data))
+	}
+	intent := make([]offsetRow, 0, len(last))
+	for _, k := range slices.SortedFunc(maps.Keys(last), cmpTP) {
+		intent = append(intent, offsetRow{tp: k, next: last[k] + 1, file: name, first: first[k]})
+	}
+	if err := w.c.exec(ctx, "recording the batch's offsets in "+w.cfg.Offsets.String(), recordOffsets(w.cfg.Offsets, w.cfg.Name, intent)); err != nil {
+		return res, err
+	}
+	for _, o := range intent {
+		w.next[o.tp], w.first[o.tp] = o.next, o.first
+		if o.file == "" {
+			delete(w.batch, o.tp)
+		} else {
+			w.batch[o.tp] = o.file
+		}
+	}
+	if name != "" {
+		fault.Point(fault.AfterParquet) // recorded, not loaded: the batch is in doubt
+		if err := w.apply(ctx, name, schema); err != nil {
+			return res, err
+		}
+	}
+	res.Version, res.Rows = 0, len(rows)
+	w.forget(ctx)
+	return res, nil
+}
+
+// evolve creates the table, or adds the columns the layout grew, and keeps its properties (the
+// schema with the layout's metadata, the lineage) current.
+func (w *Writer) evolve(ctx context.Context) error {
+	grew := w.lay.Grew()
+	if w.schema != nil && !grew && !w.lineage.changed {
+		return nil
+	}
+	want := w.lay.Schema()
+	if w.schema == nil {
+		props := maps.Clone(w.cfg.Properties)
+		if props == nil {
+			props = map[string]string{}
+		}
+		maps.Copy(props, w.ownProperties(want))
+		if err := w.c.exec(ctx, "creating "+w.cfg.Table.String(), createTable(w.cfg.Table, want, w.lay.PartitionColumns(), w.lineage.Comment(), props)); err != nil {
+			return err
+		}
+		w.log.Info("table created in the warehouse", "table", w.cfg.Name, "name", w.cfg.Table.String(), "columns", len(want.Fields))
+	}
+	// The table as it is now: another replica may have created or grown it first.
+	props, err := w.properties(ctx)
+	if err != nil {
+		return err
+	}
+	cur := &deltatype.StructType{}
+	if err := json.Unmarshal([]byte(props[PropSchema]), cur); err != nil {
+		return fmt.Errorf("table %s: property %s of %s: %w", w.cfg.Name, PropSchema, w.cfg.Table, err)
+	}
+	add, err := addedColumns(cur, want, nil)
+	if err != nil {
+		return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
+	}
+	for _, c := range add {
+		if err := w.c.exec(ctx, "adding column "+strings.Join(c.path, "."), addColumn(w.cfg.Table, c)); err != nil && !alreadyExists(err) {
+			return err
+		}
+	}
+	merged := unionSchema(cur, want)
+	set := w.ownProperties(merged)
+	if !maps.EqualFunc(set, props, func(a, b string) bool { return a == b }) && !subset(set, props) {
+		if err := w.c.exec(ctx, "setting the properties of "+w.cfg.Table.String(), setProperties(w.cfg.Table, set)); err != nil {
+			return err
+		}
+	}
+	if len(add) > 0 {
+		w.log.Info("table schema evolved", "table", w.cfg.Name, "added", len(add), "columns", len(merged.Fields))
+	}
+	w.schema, w.lineage.changed = merged, false
+	if extra, _ := addedColumns(want, merged, nil); len(extra) > 0 {
+		lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate, Hints: w.cfg.Hints}, merged, w.partitions(merged))
+		if err != nil {
+			return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
+		}
+		w.lay = lay
+		return errRelayout
+	}
+	return nil
+}
+
+// ownProperties are the properties the sink keeps on a table of schema s.
+func (w *Writer) ownProperties(s *deltatype.StructType) map[string]string {
+	b, _ := json.Marshal(s)
+	p := w.lineage.Properties()
+	p[PropSchema] = string(b)
+	p[layout.ConfLayout] = layout.ConfLayoutTyped
+	if w.cfg.Properties[delta.ConfStatsColumns] == "" {
+		p[delta.ConfStatsColumns] = writer.StatsColumns(s, w.partitions(s))
+	}
+	return p
+}
+
+func subset(a, b map[string]string) bool {
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// unionSchema returns a's fields, with b's fields missing from them added (at the end of their
+// struct: ALTER TABLE ADD COLUMNS appends).
+func unionSchema(a, b *deltatype.StructType) *deltatype.StructType {
+	out := &deltatype.StructType{Fields: slices.Clone(a.Fields)}
+	for _, f := range b.Fields {
+		i := slices.IndexFunc(out.Fields, func(o deltatype.StructField) bool { return o.Name == f.Name })
+		switch {
+		case i < 0:
+			out.Fields = append(out.Fields, f)
+		case out.Fields[i].Type.Struct != nil && f.Type.Struct != nil:
+			out.Fields[i].Type = deltatype.DataType{Struct: unionSchema(out.Fields[i].Type.Struct, f.Type.Struct)}
+		}
+	}
+	return out
+}
+
+// newest keeps the newest change per key (layout.Newer), in key order.
+func newest(rows []layout.Row, res *writer.Result) []layout.Row {
+	byKey := map[string]layout.Row{}
+	for _, r := range rows {
+		k := r[layout.ColKey].(string)
+		if old, ok := byKey[k]; ok {
+			res.Stale++
+			if !layout.Newer(r, old) {
+				continue
+			}
+		}
+		byKey[k] = r
+	}
+	out := make([]layout.Row, 0, len(byKey))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		out = append(out, byKey[k])
+	}
+	return out
+}
+
+func cmpTP(a, b tp) int {
+	return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+}
+
+// batchName derives a staged file's name from the offsets its batch covers: the same batch
+// staged again gets the same name, which COPY INTO recognises.
+func batchName(table string, first, last map[tp]int64) string {
+	h := sha256.New()
+	h.Write([]byte(table))
+	for _, k := range slices.SortedFunc(maps.Keys(last), cmpTP) {
+		fmt.Fprintf(h, "\x00%s\x00%d\x00%d\x00%d", k.topic, k.partition, first[k], last[k])
+	}
+	return "batch-" + hex.EncodeToString(h.Sum(nil)[:16]) + ".parquet"
+}
+
+// apply loads a batch just recorded. It is in no table yet (its rows' offsets were past every
+// recorded one), so a changelog's rows are appended without a check.
+func (w *Writer) apply(ctx context.Context, name string, schema *deltatype.StructType) error {
+	what := "loading batch " + name
+	switch {
+	case w.cfg.Mode == layout.Mirror:
+		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, schema, w.stage.Path(name), ""))
+	case w.cfg.Dialect == Databricks:
+		return w.c.exec(ctx, what, copyInto(w.cfg.Table, schema, w.stage.Dir(), name))
+	default:
+		return w.c.exec(ctx, what, insertChangelog(w.cfg.Table, schema, w.stage.Path(name)))
+	}
+}
+
+// settle loads a batch in doubt again, restricted to the rows of the given partitions, with an
+// idempotent statement.
+func (w *Writer) settle(ctx context.Context, name string, parts map[string][]int32) error {
+	what := "settling batch " + name
+	data, err := w.stage.Get(ctx, name)
+	if err != nil {
+		return fmt.Errorf("table %s: the last batch of partitions %v is in doubt and its staged file %s cannot be read "+
+			"(staging emptied by hand?): %w", w.cfg.Name, parts, w.stage.Path(name), err)
+	}
+	schema, err := stagedSchema(data)
+	if err != nil {
+		return fmt.Errorf("table %s: staged file %s: %w", w.cfg.Name, w.stage.Path(name), err)
+	}
+	where := partitionFilter(parts)
+	switch {
+	case w.cfg.Mode == layout.Mirror:
+		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, schema, w.stage.Path(name), where))
+	case w.cfg.Dialect == Databricks:
+		return w.c.exec(ctx, what, copyInto(w.cfg.Table, schema, w.stage.Dir(), name))
+	default:
+		low := int64(-1)
+		for topic, ps := range parts {
+			for _, p := range ps {
+				if f := w.first[tp{topic, p}]; low < 0 || f < low {
+					low = f
+				}
+			}
+		}
+		return w.c.exec(ctx, what, mergeChangelog(w.cfg.Table, schema, w.stage.Path(name), where, low))
+	}
+}
+
+// stagedSchema returns the schema a staged file was written with (the table's then: the table
+// may have grown since).
+func stagedSchema(data []byte) (*deltatype.StructType, error) {
+	f, err := parquetio.Open(data)
+	if err != nil {
+		return nil, err
+	}
+	raw, ok := f.Metadata(PropSchema)
+	if !ok {
+		return nil, fmt.Errorf("no %s in its metadata: not staged by this sink", PropSchema)
+	}
+	s := &deltatype.StructType{}
+	return s, json.Unmarshal([]byte(raw), s)
+}
+
+// sweep deletes staged files of this table no offsets row refers to, older than the retention.
+// Failures are logged: a leftover file costs storage, nothing else.
+func (w *Writer) sweep(ctx context.Context) {
+	objs, err := w.stage.List(ctx)
+	if err != nil {
+		w.log.Warn("listing staged files", "table", w.cfg.Name, "error", err)
+		return
+	}
+	live := map[string]bool{}
+	for _, f := range w.batch {
+		live[f] = true
+	}
+	for _, o := range objs {
+		if live[o.Name] || w.mine[o.Name] || time.Since(o.Modified) < w.cfg.StagingRetention {
+			continue
+		}
+		if err := w.stage.Delete(ctx, o.Name); err != nil {
+			w.log.Warn("deleting a staged file", "table", w.cfg.Name, "file", o.Name, "error", err)
+		}
+	}
+}
+
+// forget deletes the files this writer staged that are no partition's last batch any more.
+func (w *Writer) forget(ctx context.Context) {
+	live := map[string]bool{}
+	for _, f := range w.batch {
+		live[f] = true
+	}
+	for f := range w.mine {
+		if !live[f] {
+			delete(w.mine, f)
+			if err := w.stage.Delete(ctx, f); err != nil {
+				w.log.Warn("deleting a staged file", "table", w.cfg.Name, "file", f, "error", err)
+			}
+		}
+	}
+}
