@@ -47,7 +47,8 @@ Control API (JSON)
     GET  /fake/sessions   every opened session: configuration, catalog, schema, authorization, closed
     GET  /fake/staged     {"<volume path>": size}; GET|PUT|DELETE /fake/staged/<volume path> reads,
                           stores, removes one staged file (what the driver's PUT/GET/REMOVE use)
-    POST /fake/reset      forget rules, statements, sessions and staged files
+    POST /fake/reset      forget rules, statements and staged files (open sessions stay open: a
+                          client's connection pool goes on using them)
     GET  /fake/health     {"ok": true}
 
 With databricks-sql-go (v1.14.0): WithServerHostname("http://127.0.0.1") + WithPort(N) talks
@@ -188,10 +189,11 @@ class Fake:
     def __init__(self):
         self.lock = threading.Lock()
         self.base_url = ""
+        self.sessions, self.ops = {}, {}
         self.reset()
 
     def reset(self):
-        self.rules, self.statements, self.sessions, self.ops, self.staged = [], [], {}, {}, {}
+        self.rules, self.statements, self.staged = [], [], {}
 
     def answer(self, text):
         """The Result for a statement, from the first matching rule or the defaults."""

@@ -19,6 +19,8 @@ const (
 	StateConflict = "2D521"
 	// StateNotFound: the table or view does not exist.
 	StateNotFound = "42P01"
+	// StateExists: the table or view exists already.
+	StateExists = "42P07"
 )
 
 // StatementError is a statement the warehouse refused or that failed: it names the table and
@@ -83,8 +85,8 @@ func (c *conn) exec(ctx context.Context, what, q string) error {
 }
 
 // query runs a query and gives each row to scan.
-func (c *conn) query(ctx context.Context, what, q string, scan func(*sql.Rows) error) error {
-	rows, err := c.db.QueryContext(ctx, q)
+func (c *conn) query(ctx context.Context, what, q string, scan func(*sql.Rows) error, args ...any) error {
+	rows, err := c.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return &StatementError{Table: c.table, What: what, SQLState: SQLState(err), Err: err}
 	}

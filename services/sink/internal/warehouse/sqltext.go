@@ -6,6 +6,7 @@ package warehouse
 // configuration, offsets, file names), quoted by the functions below.
 
 import (
+	"database/sql"
 	"fmt"
 	"slices"
 	"strconv"
@@ -163,13 +164,14 @@ func columnList(s *deltatype.StructType, prefix string) string {
 	return strings.Join(cols, ", ")
 }
 
-// createTable renders the statement creating a table of schema s.
+// createTable renders the statement creating a table of schema s. It fails when the table exists
+// (StateExists): the writer then reads what another replica created.
 func createTable(id Ident, s *deltatype.StructType, partitions []string, comment string, props map[string]string) string {
 	cols := make([]string, len(s.Fields))
 	for i, f := range s.Fields {
 		cols[i] = quoteIdent(f.Name) + " " + sqlType(f.Type)
 	}
-	q := "CREATE TABLE IF NOT EXISTS " + id.SQL() + " (" + strings.Join(cols, ", ") + ") USING DELTA"
+	q := "CREATE TABLE " + id.SQL() + " (" + strings.Join(cols, ", ") + ") USING DELTA"
 	if len(partitions) > 0 {
 		ps := make([]string, len(partitions))
 		for i, p := range partitions {
@@ -326,8 +328,14 @@ func createOffsets(id Ident) string {
 		"COMMENT " + quoteString("ddb2delta sink: the Kafka offsets each table written through this warehouse holds (do not edit while the sink runs)")
 }
 
-func readOffsets(id Ident, table string) string {
-	return "SELECT topic, kafka_partition, next_offset, batch_file, batch_first_offset FROM " + id.SQL() + " WHERE table_name = " + quoteString(table)
+// readOffsets renders the query of a table's offsets. A Databricks warehouse takes the table's
+// name as a named parameter; a Spark Thrift server (below protocol V8) takes no parameters.
+func readOffsets(id Ident, table, dialect string) (string, []any) {
+	q := "SELECT topic, kafka_partition, next_offset, batch_file, batch_first_offset FROM " + id.SQL() + " WHERE table_name = "
+	if dialect == Databricks {
+		return q + ":table_name", []any{sql.Named("table_name", table)}
+	}
+	return q + quoteString(table), nil
 }
 
 // offsetRow is one topic-partition's entry of a batch's intent.

@@ -1,10 +1,19 @@
 package warehouse
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	avrov1 "github.com/ddb2delta/ddb2delta/proto/avro/v1"
+	"github.com/ddb2delta/ddb2delta/services/platform/ddbavro"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/deltatype"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
 )
 
 func TestParseIdent(t *testing.T) {
@@ -60,7 +69,7 @@ var testSchema = &deltatype.StructType{Fields: []deltatype.StructField{
 func TestCreateTable(t *testing.T) {
 	id := Ident{"main", "cdc", "orders"}
 	got := createTable(id, testSchema, []string{"_date"}, "it's mine", map[string]string{"b": "2", "a": "1"})
-	want := "CREATE TABLE IF NOT EXISTS `main`.`cdc`.`orders` (`id` STRING, `amount` DECIMAL(12,2), " +
+	want := "CREATE TABLE `main`.`cdc`.`orders` (`id` STRING, `amount` DECIMAL(12,2), " +
 		"`address` STRUCT<`zip`: STRING, `geo`: STRUCT<`lat`: DOUBLE>>, `tags` ARRAY<STRING>, `_key` STRING, `_sequence_number` STRING, `_kafka_offset` BIGINT) " +
 		"USING DELTA PARTITIONED BY (`_date`) COMMENT 'it\\'s mine' TBLPROPERTIES ('a' = '1', 'b' = '2')"
 	if got != want {
@@ -152,4 +161,19 @@ func TestBatchNameIsDeterministic(t *testing.T) {
 	if a != b || a == c || !strings.HasSuffix(a, ".parquet") {
 		t.Errorf("batch names %s %s %s", a, b, c)
 	}
+}
+
+// change builds a change of item id at sequence seq, read at topic cdc, partition p, offset off.
+func change(op, id string, seq int, p int32, off int64) writer.Change {
+	item := map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: id}, "v": &types.AttributeValueMemberN{Value: fmt.Sprint(seq)}}
+	ev := &ddbavro.Event{Op: op, TsMs: time.UnixMilli(1795500000000 + int64(seq)),
+		Source: avrov1.Source{Table: "orders", TableArn: "arn:aws:dynamodb:us-east-1:1:table/orders", SequenceNumber: aws.String(fmt.Sprint(seq)),
+			StreamArn: aws.String("arn:aws:dynamodb:us-east-1:1:table/orders/stream/1"), ApproximateCreationMs: time.UnixMilli(1795500000000 + int64(seq))}}
+	if op == "d" {
+		ev.Before = item
+	} else {
+		ev.After = item
+	}
+	return writer.Change{Event: ev, Key: avrov1.Key{PartitionKey: avrov1.KeyAttribute{Name: "id", S: aws.String(id)}},
+		Origin: layout.Origin{Topic: "cdc", Partition: p, Offset: off}}
 }

@@ -146,7 +146,8 @@ func (w *Writer) Load(ctx context.Context, assigned map[string][]int32) error {
 		return err
 	}
 	next, batch, first := map[tp]int64{}, map[tp]string{}, map[tp]int64{}
-	err := w.c.query(ctx, "reading "+w.cfg.Offsets.String(), readOffsets(w.cfg.Offsets, w.cfg.Name), func(r *sql.Rows) error {
+	q, args := readOffsets(w.cfg.Offsets, w.cfg.Name, w.cfg.Dialect)
+	err := w.c.query(ctx, "reading "+w.cfg.Offsets.String(), q, func(r *sql.Rows) error {
 		var k tp
 		var n int64
 		var f sql.NullString
@@ -159,7 +160,7 @@ func (w *Writer) Load(ctx context.Context, assigned map[string][]int32) error {
 			batch[k] = f.String
 		}
 		return nil
-	})
+	}, args...)
 	if err != nil {
 		return err
 	}
@@ -361,13 +362,18 @@ func (w *Writer) evolve(ctx context.Context) error {
 			props = map[string]string{}
 		}
 		maps.Copy(props, w.ownProperties(want))
-		if err := w.c.exec(ctx, "creating "+w.cfg.Table.String(), createTable(w.cfg.Table, want, w.lay.PartitionColumns(), w.lineage.Comment(), props)); err != nil {
+		err := w.c.exec(ctx, "creating "+w.cfg.Table.String(), createTable(w.cfg.Table, want, w.lay.PartitionColumns(), w.lineage.Comment(), props))
+		if err == nil {
+			w.log.Info("table created in the warehouse", "table", w.cfg.Name, "name", w.cfg.Table.String(), "columns", len(want.Fields))
+			w.schema, w.lineage.changed = want, false
+			return nil
+		}
+		if SQLState(err) != StateExists {
 			return err
 		}
-		w.log.Info("table created in the warehouse", "table", w.cfg.Name, "name", w.cfg.Table.String(), "columns", len(want.Fields))
+		// Another replica created it first: go on from what it created.
 	}
-	// The table as it is now: another replica may have created or grown it first.
-	props, err := w.properties(ctx)
+	props, err := w.properties(ctx) // another replica may have grown it too
 	if err != nil {
 		return err
 	}
