@@ -63,6 +63,7 @@ ports_of() {
     dynamodb) echo "$STACK_DYNAMODB_PORT" ;;
     s3) echo "$STACK_S3_PORT" ;;
     prometheus) echo "$STACK_PROMETHEUS_PORT" ;;
+    thrift) echo "$STACK_SPARK_THRIFT_PORT" ;;
   esac
 }
 

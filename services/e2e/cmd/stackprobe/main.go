@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -33,7 +34,7 @@ func main() {
 	flag.StringVar(&bucket, "bucket", "", "s3: create this bucket once the server answers, if missing")
 	flag.Parse()
 	if flag.NArg() != 2 {
-		fmt.Fprintln(os.Stderr, "usage: stackprobe [-timeout D] kafka|http|dynamodb|s3 ADDRESS")
+		fmt.Fprintln(os.Stderr, "usage: stackprobe [-timeout D] kafka|http|tcp|dynamodb|s3 ADDRESS")
 		os.Exit(2)
 	}
 	kind, addr := flag.Arg(0), flag.Arg(1)
@@ -93,6 +94,13 @@ var probes = map[string]func(ctx context.Context, addr string) error{
 			return fmt.Errorf("answered %s", resp.Status)
 		}
 		return nil
+	},
+	"tcp": func(ctx context.Context, addr string) error {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
 	},
 	"dynamodb": func(ctx context.Context, url string) error {
 		cfg, err := awsConfig(ctx)

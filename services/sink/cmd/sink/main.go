@@ -151,7 +151,8 @@ func openWarehouse(d settings.Databricks) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading databricks.token_file: %w", err)
 	}
-	return warehouse.Open(warehouse.Conn{Host: d.Host, Port: d.Port, HTTPPath: d.HTTPPath, Token: token.Value(), Timeout: d.StatementTimeout})
+	return warehouse.Open(warehouse.Conn{Host: d.Host, Port: d.Port, HTTPPath: d.HTTPPath, Token: token.Value(), Timeout: d.StatementTimeout,
+		Spark: d.Dialect == "spark"})
 }
 
 // warehouseTable returns the writer of a table written through the warehouse.

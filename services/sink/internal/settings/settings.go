@@ -62,7 +62,8 @@ type Databricks struct {
 	// HTTPPath is the warehouse's HTTP path, /sql/1.0/warehouses/<id>. Default: none.
 	HTTPPath string `yaml:"http_path"`
 	// Token is a personal access token or a service principal's token, from the environment
-	// (DDB2DELTA_SINK_DATABRICKS_TOKEN) or TokenFile, never from this file; never logged.
+	// (DDB2DELTA_SINK_DATABRICKS_TOKEN) or TokenFile, never from this file; never logged. The
+	// spark dialect sends none (a Spark Thrift server with authentication NONE).
 	Token     config.Secret `yaml:"token"`
 	TokenFile string        `yaml:"token_file"`
 	// Catalog and Schema complete table names given with fewer than three levels. Default: none.
@@ -398,8 +399,11 @@ func (d *Databricks) check(p *config.Problems) {
 	if d.Port < 1 || d.Port > 65535 {
 		p.Add("databricks.port", "must be a port number, got %d", d.Port)
 	}
-	if d.Token.IsSet() == (d.TokenFile != "") {
-		p.Add("databricks.token", "set exactly one of the token environment variable (%s_DATABRICKS_TOKEN) and databricks.token_file", EnvPrefix)
+	switch {
+	case d.Token.IsSet() && d.TokenFile != "":
+		p.Add("databricks.token", "set one of the token environment variable (%s_DATABRICKS_TOKEN) and databricks.token_file, not both", EnvPrefix)
+	case d.Dialect != "spark" && !d.Token.IsSet() && d.TokenFile == "":
+		p.Add("databricks.token", "set the token environment variable (%s_DATABRICKS_TOKEN) or databricks.token_file", EnvPrefix)
 	}
 	if !slices.Contains(Dialects, d.Dialect) {
 		p.Add("databricks.dialect", "%q is not %s", d.Dialect, strings.Join(Dialects, " or "))

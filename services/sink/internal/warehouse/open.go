@@ -3,11 +3,12 @@ package warehouse
 import (
 	"database/sql"
 	"fmt"
-	"net/http"
 	"time"
 
 	dbsql "github.com/databricks/databricks-sql-go"
 	dbsqllog "github.com/databricks/databricks-sql-go/logger"
+
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/warehouse/hs2"
 )
 
 // Conn is how to reach a warehouse.
@@ -17,9 +18,9 @@ type Conn struct {
 	HTTPPath string
 	Token    string // never logged
 	Timeout  time.Duration
-	// Transport replaces the driver's HTTP transport (tests: a Spark Thrift server needs the
-	// client protocol raised, see SparkTransport).
-	Transport http.RoundTripper
+	// Spark: the server is Apache Spark's Thrift server (HTTP mode, authentication NONE), which
+	// needs the adjustments of package hs2.
+	Spark bool
 }
 
 // Open returns a pool of warehouse sessions. Nothing is sent until the first statement.
@@ -34,8 +35,8 @@ func Open(c Conn) (*sql.DB, error) {
 	if c.Timeout > 0 {
 		opts = append(opts, dbsql.WithTimeout(c.Timeout))
 	}
-	if c.Transport != nil {
-		opts = append(opts, dbsql.WithTransport(c.Transport))
+	if c.Spark {
+		opts = append(opts, dbsql.WithTransport(&hs2.Transport{}))
 	}
 	conn, err := dbsql.NewConnector(opts...)
 	if err != nil {

@@ -128,28 +128,54 @@ func sqlType(t deltatype.DataType) string {
 	return strings.ToUpper(t.Primitive) // string, boolean, binary, date, timestamp, double, float, decimal(p,s)
 }
 
-// project renders the expression reading a value of type t at src (a column of a staged file)
-// as the table holds it. Structs are rebuilt field by field, by name: a staged Parquet file
-// orders a struct's fields by name, and SQL assigns structs by position.
-func project(t deltatype.DataType, src string) string {
-	if t.Struct == nil {
+// staged is a staged file as a statement reads it: the table's schema (its column order: SQL
+// assigns structs by position), the schema the file was written with (the same columns, or fewer:
+// the table may have grown since the file was staged), and where the file is.
+type staged struct {
+	table, file *deltatype.StructType
+	path        string
+}
+
+// columns renders the expressions reading each of the table's columns from the file (prefix:
+// the file's alias), in the table's order.
+func (b staged) columns(prefix string) string {
+	cols := make([]string, len(b.table.Fields))
+	for i, f := range b.table.Fields {
+		var have *deltatype.DataType
+		if hf := b.file.Field(f.Name); hf != nil {
+			have = &hf.Type
+		}
+		cols[i] = project(f.Type, have, prefix+quoteIdent(f.Name)) + " AS " + quoteIdent(f.Name)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// project renders the expression reading a value of type t at src as the table holds it, from a
+// file whose value there has type have (nil: the file has no such column or field, so null).
+// Structs are rebuilt field by field, by name, in the table's order: a staged Parquet file orders
+// a struct's fields by name, and the table by when they were added.
+func project(t deltatype.DataType, have *deltatype.DataType, src string) string {
+	if have == nil {
+		return "CAST(NULL AS " + sqlType(t) + ")"
+	}
+	if t.Struct == nil || have.Struct == nil {
 		return src
 	}
 	fs := make([]string, 0, 2*len(t.Struct.Fields))
 	for _, f := range t.Struct.Fields {
-		fs = append(fs, quoteString(f.Name), project(f.Type, src+"."+quoteIdent(f.Name)))
+		var h *deltatype.DataType
+		if hf := have.Struct.Field(f.Name); hf != nil {
+			h = &hf.Type
+		}
+		fs = append(fs, quoteString(f.Name), project(f.Type, h, src+"."+quoteIdent(f.Name)))
 	}
 	return "CASE WHEN " + src + " IS NULL THEN NULL ELSE named_struct(" + strings.Join(fs, ", ") + ") END"
 }
 
-// selectStaged renders the query reading a staged file's rows as the table's columns, in the
-// schema's order, restricted by where (empty: every row).
-func selectStaged(s *deltatype.StructType, file, where string) string {
-	cols := make([]string, len(s.Fields))
-	for i, f := range s.Fields {
-		cols[i] = project(f.Type, "f."+quoteIdent(f.Name)) + " AS " + quoteIdent(f.Name)
-	}
-	q := "SELECT " + strings.Join(cols, ", ") + " FROM parquet." + quoteIdent(file) + " AS f"
+// selectStaged renders the query reading a staged file's rows as the table's columns, restricted
+// by where (empty: every row).
+func selectStaged(b staged, where string) string {
+	q := "SELECT " + b.columns("f.") + " FROM parquet." + quoteIdent(b.path) + " AS f"
 	if where != "" {
 		q += " WHERE " + where
 	}
@@ -253,13 +279,14 @@ const newer = "(s." + "`" + layout.ColSequence + "`" + " > t.`" + layout.ColSequ
 
 // mergeMirror renders a mirror batch's MERGE: the staged file holds the newest change per key;
 // a newer change replaces the row or deletes it, an older one (a replay) changes nothing.
-func mergeMirror(id Ident, s *deltatype.StructType, file, where string) string {
+func mergeMirror(id Ident, b staged, where string) string {
+	s := b.table
 	var set []string
 	for _, f := range s.Fields {
 		set = append(set, "t."+quoteIdent(f.Name)+" = s."+quoteIdent(f.Name))
 	}
 	op := "s.`" + layout.ColOp + "`"
-	return "MERGE INTO " + id.SQL() + " AS t USING (" + selectStaged(s, file, where) + ") AS s" +
+	return "MERGE INTO " + id.SQL() + " AS t USING (" + selectStaged(b, where) + ") AS s" +
 		" ON t.`" + layout.ColKey + "` = s.`" + layout.ColKey + "`" +
 		" WHEN MATCHED AND " + op + " = 'd' AND " + newer + " THEN DELETE" +
 		" WHEN MATCHED AND " + newer + " THEN UPDATE SET " + strings.Join(set, ", ") +
@@ -267,14 +294,15 @@ func mergeMirror(id Ident, s *deltatype.StructType, file, where string) string {
 }
 
 // insertChangelog renders a changelog batch's plain append (the batch is not in the table).
-func insertChangelog(id Ident, s *deltatype.StructType, file string) string {
-	return "INSERT INTO " + id.SQL() + " (" + columnList(s, "") + ") " + selectStaged(s, file, "")
+func insertChangelog(id Ident, b staged) string {
+	return "INSERT INTO " + id.SQL() + " (" + columnList(b.table, "") + ") " + selectStaged(b, "")
 }
 
 // mergeChangelog renders the append of a changelog batch that may be in the table already: only
 // the rows whose Kafka position (topic, partition, offset) the table does not hold are added.
 // minOffset (the batch's lowest offset) lets the engine skip the files of older batches.
-func mergeChangelog(id Ident, s *deltatype.StructType, file, where string, minOffset int64) string {
+func mergeChangelog(id Ident, b staged, where string, minOffset int64) string {
+	s := b.table
 	on := make([]string, 0, 5)
 	for _, c := range []string{layout.ColKafkaTopic, layout.ColKafkaPartition, layout.ColKafkaOffset} {
 		on = append(on, "t."+quoteIdent(c)+" = s."+quoteIdent(c))
@@ -283,18 +311,14 @@ func mergeChangelog(id Ident, s *deltatype.StructType, file, where string, minOf
 	if s.Field(layout.ColDate) != nil {
 		on = append(on, "t.`"+layout.ColDate+"` = s.`"+layout.ColDate+"`")
 	}
-	return "MERGE INTO " + id.SQL() + " AS t USING (" + selectStaged(s, file, where) + ") AS s ON " + strings.Join(on, " AND ") +
+	return "MERGE INTO " + id.SQL() + " AS t USING (" + selectStaged(b, where) + ") AS s ON " + strings.Join(on, " AND ") +
 		" WHEN NOT MATCHED THEN INSERT (" + columnList(s, "") + ") VALUES (" + columnList(s, "s.") + ")"
 }
 
 // copyInto renders Databricks' COPY INTO of one staged file: idempotent by itself, since the
 // table records the files it loaded and skips them when they come again.
-func copyInto(id Ident, s *deltatype.StructType, dir, name string) string {
-	cols := make([]string, len(s.Fields))
-	for i, f := range s.Fields {
-		cols[i] = project(f.Type, quoteIdent(f.Name)) + " AS " + quoteIdent(f.Name)
-	}
-	return "COPY INTO " + id.SQL() + " FROM (SELECT " + strings.Join(cols, ", ") + " FROM " + quoteString(dir) + ")" +
+func copyInto(id Ident, b staged, dir, name string) string {
+	return "COPY INTO " + id.SQL() + " FROM (SELECT " + b.columns("") + " FROM " + quoteString(dir) + ")" +
 		" FILEFORMAT = PARQUET FILES = (" + quoteString(name) + ")"
 }
 

@@ -78,11 +78,21 @@ func TestCreateTable(t *testing.T) {
 }
 
 func TestProjectRebuildsStructsByName(t *testing.T) {
-	got := project(testSchema.Fields[2].Type, "f.`address`")
+	table := testSchema.Fields[2].Type
+	got := project(table, &table, "f.`address`")
 	want := "CASE WHEN f.`address` IS NULL THEN NULL ELSE named_struct('zip', f.`address`.`zip`, 'geo', " +
 		"CASE WHEN f.`address`.`geo` IS NULL THEN NULL ELSE named_struct('lat', f.`address`.`geo`.`lat`) END) END"
 	if got != want {
 		t.Errorf("project:\n got %s\nwant %s", got, want)
+	}
+	// A file staged before the table grew: what it lacks is null, in the table's place.
+	older := deltatype.StructOf(deltatype.StructField{Name: "zip", Type: deltatype.String})
+	got = staged{table: testSchema, file: &deltatype.StructType{Fields: []deltatype.StructField{{Name: "id", Type: deltatype.String}, {Name: "address", Type: older}}}}.columns("")
+	want = "`id` AS `id`, CAST(NULL AS DECIMAL(12,2)) AS `amount`, CASE WHEN `address` IS NULL THEN NULL ELSE named_struct('zip', `address`.`zip`, " +
+		"'geo', CAST(NULL AS STRUCT<`lat`: DOUBLE>)) END AS `address`, CAST(NULL AS ARRAY<STRING>) AS `tags`, CAST(NULL AS STRING) AS `_key`, " +
+		"CAST(NULL AS STRING) AS `_sequence_number`, CAST(NULL AS BIGINT) AS `_kafka_offset`"
+	if got != want {
+		t.Errorf("columns of an older file:\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -125,7 +135,7 @@ func TestAddedColumns(t *testing.T) {
 
 func TestMergeMirrorGuardsSequence(t *testing.T) {
 	s := &deltatype.StructType{Fields: []deltatype.StructField{{Name: "id", Type: deltatype.String}, {Name: "_key", Type: deltatype.String}}}
-	got := mergeMirror(Ident{"c", "s", "t"}, s, "s3://b/p/batch-1.parquet", partitionFilter(map[string][]int32{"t2": {3, 1}, "t1": {0}}))
+	got := mergeMirror(Ident{"c", "s", "t"}, staged{table: s, file: s, path: "s3://b/p/batch-1.parquet"}, partitionFilter(map[string][]int32{"t2": {3, 1}, "t1": {0}}))
 	for _, want := range []string{
 		"MERGE INTO `c`.`s`.`t` AS t USING (SELECT f.`id` AS `id`, f.`_key` AS `_key` FROM parquet.`s3://b/p/batch-1.parquet` AS f " +
 			"WHERE (f.`_kafka_topic` = 't1' AND f.`_kafka_partition` IN (0)) OR (f.`_kafka_topic` = 't2' AND f.`_kafka_partition` IN (1, 3))) AS s ON t.`_key` = s.`_key`",

@@ -103,6 +103,9 @@ type Writer struct {
 	first   map[tp]int64  // the first offset of each topic-partition's last recorded batch
 	mine    map[string]bool
 	offsets bool // the offsets table is known to exist
+	// crash, when set (tests), is called at the points of a batch a kill could hit ("intent":
+	// recorded, not loaded; "loaded": loaded, not returned); an error stops the batch there.
+	crash func(point string) error
 }
 
 type tp struct {
@@ -339,13 +342,26 @@ func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject fu
 	}
 	if name != "" {
 		fault.Point(fault.AfterParquet) // recorded, not loaded: the batch is in doubt
+		if err := w.crashAt("intent"); err != nil {
+			return res, err
+		}
 		if err := w.apply(ctx, name, schema); err != nil {
+			return res, err
+		}
+		if err := w.crashAt("loaded"); err != nil {
 			return res, err
 		}
 	}
 	res.Version, res.Rows = 0, len(rows)
 	w.forget(ctx)
 	return res, nil
+}
+
+func (w *Writer) crashAt(point string) error {
+	if w.crash == nil {
+		return nil
+	}
+	return w.crash(point)
 }
 
 // evolve creates the table, or adds the columns the layout grew, and keeps its properties (the
@@ -488,13 +504,14 @@ func batchName(table string, first, last map[tp]int64) string {
 // recorded one), so a changelog's rows are appended without a check.
 func (w *Writer) apply(ctx context.Context, name string, schema *deltatype.StructType) error {
 	what := "loading batch " + name
+	b := staged{table: w.schema, file: schema, path: w.stage.Path(name)}
 	switch {
 	case w.cfg.Mode == layout.Mirror:
-		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, schema, w.stage.Path(name), ""))
+		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, b, ""))
 	case w.cfg.Dialect == Databricks:
-		return w.c.exec(ctx, what, copyInto(w.cfg.Table, schema, w.stage.Dir(), name))
+		return w.c.exec(ctx, what, copyInto(w.cfg.Table, b, w.stage.Dir(), name))
 	default:
-		return w.c.exec(ctx, what, insertChangelog(w.cfg.Table, schema, w.stage.Path(name)))
+		return w.c.exec(ctx, what, insertChangelog(w.cfg.Table, b))
 	}
 }
 
@@ -512,11 +529,12 @@ func (w *Writer) settle(ctx context.Context, name string, parts map[string][]int
 		return fmt.Errorf("table %s: staged file %s: %w", w.cfg.Name, w.stage.Path(name), err)
 	}
 	where := partitionFilter(parts)
+	b := staged{table: w.schema, file: schema, path: w.stage.Path(name)}
 	switch {
 	case w.cfg.Mode == layout.Mirror:
-		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, schema, w.stage.Path(name), where))
+		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, b, where))
 	case w.cfg.Dialect == Databricks:
-		return w.c.exec(ctx, what, copyInto(w.cfg.Table, schema, w.stage.Dir(), name))
+		return w.c.exec(ctx, what, copyInto(w.cfg.Table, b, w.stage.Dir(), name))
 	default:
 		low := int64(-1)
 		for topic, ps := range parts {
@@ -526,7 +544,7 @@ func (w *Writer) settle(ctx context.Context, name string, parts map[string][]int
 				}
 			}
 		}
-		return w.c.exec(ctx, what, mergeChangelog(w.cfg.Table, schema, w.stage.Path(name), where, low))
+		return w.c.exec(ctx, what, mergeChangelog(w.cfg.Table, b, where, low))
 	}
 }
 

@@ -1,0 +1,272 @@
+//go:build integration
+
+package warehouse
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/storage"
+	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
+)
+
+// sparkWarehouse starts (once per machine: scripts/stack thrift-up) Apache Spark's Thrift server
+// and returns a connection through the sink's spark dialect, with a fresh schema.
+func sparkWarehouse(t *testing.T, ctx context.Context) (*stacktest.Stack, *sql.DB, string) {
+	t.Helper()
+	s, err := stacktest.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := exec.CommandContext(ctx, filepath.Join(s.Root, "scripts", "stack"), "thrift-up")
+	if out, err := up.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/stack thrift-up: %v\n%s", err, out)
+	}
+	var port int
+	fmt.Sscan(s.Env["STACK_SPARK_THRIFT_PORT"], &port)
+	db, err := Open(Conn{Host: "http://127.0.0.1", Port: port, HTTPPath: "/sql/1.0/warehouses/ddb2delta-test", Spark: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// The server accepts connections before its first session can open.
+	stacktest.Eventually(t, 3*time.Minute, "the Spark Thrift server answers", func() error {
+		_, err := db.ExecContext(ctx, "SELECT 1")
+		return err
+	})
+	schema := fmt.Sprintf("ddb2delta_test_%d", time.Now().UnixNano())
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA spark_catalog."+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			_, _ = db.ExecContext(context.Background(), "DROP SCHEMA spark_catalog."+schema+" CASCADE")
+		}
+	})
+	return s, db, schema
+}
+
+// location returns where a table's files are (DESCRIBE DETAIL), as a local path.
+func location(t *testing.T, ctx context.Context, db *sql.DB, id Ident) string {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, "DESCRIBE DETAIL "+id.SQL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		t.Fatalf("DESCRIBE DETAIL %s: no row (%v)", id, rows.Err())
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cols {
+		if c == "location" {
+			return strings.TrimPrefix(fmt.Sprint(vals[i]), "file:")
+		}
+	}
+	t.Fatalf("DESCRIBE DETAIL %s has no location", id)
+	return ""
+}
+
+// readDelta reads a table's files with delta-rs or Spark (not the server that wrote them).
+func readDelta(t *testing.T, s *stacktest.Stack, who, loc string) []map[string]any {
+	t.Helper()
+	python, script := s.DeltaPython, "read_table.py"
+	if who == "spark" {
+		python, script = s.SparkPython, "spark_read_table.py"
+	}
+	cmd := exec.Command(python, filepath.Join(s.Root, "scripts", "python", script), loc)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s reading %s: %v\n%s", who, loc, err, stderr.String())
+	}
+	var got struct {
+		Rows []map[string]any `json:"rows"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("parsing %s output: %v", who, err)
+	}
+	return got.Rows
+}
+
+// crashAt makes a writer stop at a point of its next batch, as a kill -9 there would: the
+// error leaves the batch where the point is.
+func crashAt(w *Writer, point string) {
+	w.crash = func(p string) error {
+		if p == point {
+			w.crash = nil
+			return errors.New("crash at " + p)
+		}
+		return nil
+	}
+}
+
+// TestSparkWarehouseMirrorAndChangelog writes a mirror and a changelog through a real SQL
+// warehouse (Spark's Thrift server with Delta Lake, through databricks-sql-go and the spark
+// dialect) from a random workload over four partitions: inserts, updates, deletes, a new top-level
+// attribute and a new nested one half-way (ALTER TABLE ADD COLUMNS, nested too), replays of whole
+// batches (Kafka re-delivering after a crash), and crashes between the intent and the load and
+// after the load, each followed by a restarted writer that settles the batch in doubt. Then
+// delta-rs and Spark, reading the tables' files, must find the mirror equal to the fold of the
+// changes and every change exactly once in the changelog.
+func TestSparkWarehouseMirrorAndChangelog(t *testing.T) {
+	ctx := stacktest.Context(t, 15*time.Minute)
+	s, db, schema := sparkWarehouse(t, ctx)
+	log := slog.New(slog.DiscardHandler)
+	stage := t.TempDir()
+	open := func(name, mode string) *Writer {
+		st, err := storage.Open(filepath.Join(stage, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := Ident{"spark_catalog", schema, name}
+		return New(Config{Name: name, Mode: mode, Table: id, Offsets: id.In("ddb2delta_offsets"), Dialect: Spark, Topics: []string{"cdc"},
+			PartitionByDate: mode == layout.Changelog}, db, StoreStager{Store: st, URL: "file://" + filepath.Join(stage, name)}, log)
+	}
+	assigned := map[string][]int32{"cdc": {0, 1, 2, 3}}
+	writers := map[string]*Writer{"mirror": open("mirror", layout.Mirror), "changelog": open("changelog", layout.Changelog)}
+	for _, w := range writers {
+		if err := w.Load(ctx, assigned); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(7, 11))
+	want := map[string]string{} // mirror fold: id → v
+	offsets := map[int32]int64{}
+	var all []writer.Change
+	seq := 0
+	next := func() writer.Change {
+		seq++
+		id := fmt.Sprintf("item-%02d", rng.IntN(30))
+		p := int32(len(id) + int(id[len(id)-1])) % 4 // a key's changes stay in one partition
+		op := []string{"c", "u", "u", "d"}[rng.IntN(4)]
+		ch := change(op, id, seq, p, offsets[p])
+		offsets[p]++
+		item := ch.Event.After
+		if op == "d" {
+			item = ch.Event.Before
+		}
+		if seq > 60 {
+			item["late"] = &types.AttributeValueMemberS{Value: fmt.Sprint("late-", seq)}
+			item["address"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"zip": &types.AttributeValueMemberS{Value: "0" + fmt.Sprint(seq)}}}
+		}
+		if op == "d" {
+			delete(want, id)
+		} else {
+			want[id] = fmt.Sprint(seq)
+		}
+		return ch
+	}
+	write := func(batch []writer.Change, who ...string) {
+		t.Helper()
+		if len(who) == 0 {
+			who = []string{"mirror", "changelog"}
+		}
+		for _, name := range who {
+			if _, err := writers[name].Write(ctx, batch, nil); err != nil && !strings.HasPrefix(err.Error(), "crash at") {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	restart := func(name string) {
+		t.Helper()
+		writers[name] = open(name, writers[name].cfg.Mode)
+		if err := writers[name].Load(ctx, assigned); err != nil {
+			t.Fatalf("%s after a restart: %v", name, err)
+		}
+	}
+	for round := range 8 {
+		var batch []writer.Change
+		for range 15 + rng.IntN(15) {
+			batch = append(batch, next())
+		}
+		all = append(all, batch...)
+		switch round {
+		case 2: // killed after recording the batch, before loading it
+			for _, w := range writers {
+				crashAt(w, "intent")
+			}
+			write(batch)
+			restart("mirror")
+			restart("changelog")
+			write(batch) // Kafka delivers the batch again: already settled, skipped
+		case 4: // killed after loading, before the Kafka offsets: the restart settles it again
+			for _, w := range writers {
+				crashAt(w, "loaded")
+			}
+			write(batch)
+			restart("mirror")
+			restart("changelog")
+			write(batch)
+		case 5: // older changes read again (a rebalance) ahead of this batch: skipped
+			prev := all[:len(all)-len(batch)]
+			write(slicesConcat(prev[max(0, len(prev)-10):], batch))
+		default:
+			write(batch)
+		}
+	}
+
+	for _, who := range []string{"delta-rs", "spark"} {
+		got := map[string]string{}
+		for _, r := range readDelta(t, s, who, location(t, ctx, db, writers["mirror"].cfg.Table)) {
+			got[fmt.Sprint(r["id"])] = strings.TrimSuffix(fmt.Sprint(r["v"]), ".000000000000000000") // decimal(38,18)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: the mirror has %d items, the fold %d:\n got %v\nwant %v", who, len(got), len(want), got, want)
+		}
+		rows := readDelta(t, s, who, location(t, ctx, db, writers["changelog"].cfg.Table))
+		seen := map[string]int{}
+		late := 0
+		for _, r := range rows {
+			seen[fmt.Sprint(r["_kafka_partition"], "@", r["_kafka_offset"])]++
+			img, _ := r["after"].(map[string]any)
+			if r["_op"] == "d" {
+				img, _ = r["before"].(map[string]any)
+			}
+			if img != nil && img["late"] != nil {
+				if a, _ := img["address"].(map[string]any); a == nil || a["zip"] == nil {
+					t.Errorf("%s: changelog row with late but no address.zip: %v", who, r)
+				}
+				late++
+			}
+		}
+		for _, c := range all {
+			k := fmt.Sprint(c.Origin.Partition, "@", c.Origin.Offset)
+			if seen[k] != 1 {
+				t.Errorf("%s: change %s is in the changelog %d times", who, k, seen[k])
+			}
+		}
+		if len(rows) != len(all) || late == 0 {
+			t.Errorf("%s: changelog has %d rows (%d with the late attribute), want %d", who, len(rows), late, len(all))
+		}
+	}
+}
+
+func slicesConcat(a, b []writer.Change) []writer.Change { return append(append([]writer.Change{}, a...), b...) }
