@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/layout"
@@ -270,3 +272,90 @@ func TestSparkWarehouseMirrorAndChangelog(t *testing.T) {
 }
 
 func slicesConcat(a, b []writer.Change) []writer.Change { return append(append([]writer.Change{}, a...), b...) }
+
+// direct adapts the direct writer to TableWriter (as pipeline.Direct does).
+type direct struct{ *writer.Writer }
+
+func (d direct) Load(ctx context.Context, _ map[string][]int32) error { return d.Writer.Load(ctx) }
+
+// TestRegisterDirectTableInCatalog writes a mirror directly to S3 (the sink's own Delta writer)
+// and registers it through the warehouse: the table is then queried by name, its properties
+// record the lineage, registering again changes nothing, and a new stream ARN updates them.
+func TestRegisterDirectTableInCatalog(t *testing.T) {
+	ctx := stacktest.Context(t, 10*time.Minute)
+	s, db, schema := sparkWarehouse(t, ctx)
+	stacktest.Require(t, stacktest.S3)
+	api := s3.NewFromConfig(s.AWSConfig(), func(o *s3.Options) { o.BaseEndpoint = aws.String(s.S3URL); o.UsePathStyle = true })
+	prefix := fmt.Sprintf("register-%d/orders", time.Now().UnixNano())
+	log := slog.New(slog.DiscardHandler)
+	w := writer.New(writer.Config{Name: "orders", Mode: layout.Mirror}, storage.NewS3(api, s.Bucket, prefix), log)
+	id := Ident{"spark_catalog", schema, "orders"}
+	loc := "s3://" + s.Bucket + "/" + prefix
+	r := Register(direct{w}, "orders", id, loc, []string{"cdc"}, layout.Mirror, db, log)
+	if err := r.Load(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Write(ctx, []writer.Change{change("c", "a", 1, 0, 0), change("c", "b", 2, 0, 1), change("u", "a", 3, 0, 2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	query := func(q string) map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		defer rows.Close()
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]sql.NullString, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			out[vals[0].String] = vals[1].String // key, value (DESCRIBE: col_name, data_type)
+		}
+		return out
+	}
+	if got := query("SELECT id, CAST(CAST(v AS BIGINT) AS STRING) FROM " + id.SQL()); fmt.Sprint(got) != "map[a:3 b:2]" {
+		t.Fatalf("the registered table by name: %v", got)
+	}
+	props := query("SHOW TBLPROPERTIES " + id.SQL())
+	for k, v := range map[string]string{PropSourceTable: "orders", PropSourceTableARN: "arn:aws:dynamodb:us-east-1:1:table/orders",
+		PropStreamARN: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/1", PropTopics: "cdc", "ddb2delta.mode": "mirror"} {
+		if props[k] != v {
+			t.Errorf("property %s = %q, want %q", k, props[k], v)
+		}
+	}
+	if c := query("DESCRIBE TABLE EXTENDED " + id.SQL())["Comment"]; !strings.Contains(c, "a mirror of DynamoDB table orders") {
+		t.Errorf("table comment %q", c)
+	}
+	version := func() string {
+		for v := range query("DESCRIBE HISTORY " + id.SQL() + " LIMIT 1") { // version, timestamp, …
+			return v
+		}
+		return ""
+	}
+	before := version()
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := version(); after != before {
+		t.Errorf("registering again committed to the table: version %s → %s", before, after)
+	}
+	// The stream was disabled and enabled again: a new ARN.
+	ch := change("u", "b", 4, 0, 3)
+	ch.Event.Source.StreamArn = aws.String("arn:aws:dynamodb:us-east-1:1:table/orders/stream/2")
+	if _, err := r.Write(ctx, []writer.Change{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := query("SHOW TBLPROPERTIES " + id.SQL())[PropStreamARN]; !strings.HasSuffix(got, "/stream/2") {
+		t.Errorf("stream ARN after a new stream: %q", got)
+	}
+	if got := query("SELECT id, CAST(CAST(v AS BIGINT) AS STRING) FROM " + id.SQL()); fmt.Sprint(got) != "map[a:3 b:4]" {
+		t.Fatalf("the registered table after the sink's next commit: %v", got)
+	}
+}
