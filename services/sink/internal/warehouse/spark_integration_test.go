@@ -167,7 +167,7 @@ func TestSparkWarehouseMirrorAndChangelog(t *testing.T) {
 	next := func() writer.Change {
 		seq++
 		id := fmt.Sprintf("item-%02d", rng.IntN(30))
-		p := int32(len(id) + int(id[len(id)-1])) % 4 // a key's changes stay in one partition
+		p := int32(len(id)+int(id[len(id)-1])) % 4 // a key's changes stay in one partition
 		op := []string{"c", "u", "u", "d"}[rng.IntN(4)]
 		ch := change(op, id, seq, p, offsets[p])
 		offsets[p]++
@@ -271,7 +271,9 @@ func TestSparkWarehouseMirrorAndChangelog(t *testing.T) {
 	}
 }
 
-func slicesConcat(a, b []writer.Change) []writer.Change { return append(append([]writer.Change{}, a...), b...) }
+func slicesConcat(a, b []writer.Change) []writer.Change {
+	return append(append([]writer.Change{}, a...), b...)
+}
 
 // direct adapts the direct writer to TableWriter (as pipeline.Direct does).
 type direct struct{ *writer.Writer }
