@@ -88,52 +88,8 @@ tables:
 	}
 
 	// The producer side: events with increasing sequence numbers, as long as the kills go on.
-	want := map[string]string{} // mirror fold: key → v
-	produced := 0
 	writeCtx, stopWrites := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-		pace := time.NewTicker(2 * time.Millisecond) // a steady workload of at most 500 events/s
-		defer pace.Stop()
-		for seq := 1; writeCtx.Err() == nil; seq++ {
-			select {
-			case <-writeCtx.Done():
-				continue
-			case <-pace.C:
-			}
-			id := fmt.Sprintf("item-%d", rng.IntN(60))
-			op := []string{"c", "u", "u", "u", "d"}[rng.IntN(5)]
-			item := map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: id}, "v": &types.AttributeValueMemberN{Value: fmt.Sprint(seq)}}
-			if seq > 300 {
-				item["late"] = &types.AttributeValueMemberS{Value: "appeared"}
-			}
-			ev := &ddbavro.Event{Op: op, TsMs: time.Now().UTC().Truncate(time.Millisecond), Source: avrov1.Source{
-				Table: "orders", TableArn: "arn:aws:dynamodb:us-east-1:1:table/orders", SequenceNumber: aws.String(fmt.Sprint(seq)),
-				EventID: aws.String(fmt.Sprint("e", seq)), ApproximateCreationMs: time.Now().UTC().Truncate(time.Millisecond), StreamViewType: "NEW_AND_OLD_IMAGES"}}
-			if op == "d" {
-				ev.Before = item
-			} else {
-				ev.After = item
-			}
-			key, _ := ddbavro.KeyOf(item, "id", "")
-			k, v, err := enc.Encode(ctx, key, ev)
-			if err == nil {
-				err = cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: k, Value: v}).FirstErr()
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-			if op == "d" {
-				delete(want, `[["S","`+id+`"]]`)
-			} else {
-				want[`[["S","`+id+`"]]`] = fmt.Sprint(seq)
-			}
-			produced++
-		}
-		done <- nil
-	}()
+	stream := produceOrders(writeCtx, cl, enc, topic, 2*time.Millisecond) // at most 500 events/s
 
 	p := start()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
@@ -166,7 +122,8 @@ tables:
 	}
 	p = start()
 	stopWrites()
-	if err := <-done; err != nil {
+	want, produced, err := stream.wait()
+	if err != nil {
 		t.Fatalf("producing: %v", err)
 	}
 
@@ -233,4 +190,67 @@ func readRows(python string, s *stacktest.Stack, script, location string) ([]map
 		return nil, err
 	}
 	return got.Rows, nil
+}
+
+// orders is a stream of change events of 60 items being produced.
+type orders struct {
+	done     chan error
+	want     map[string]string // the mirror fold: _key → v
+	produced int
+}
+
+// produceOrders produces change events to topic, one per tick, until ctx is done: inserts,
+// updates and deletes of 60 items with increasing sequence numbers (v is the sequence number),
+// and from the 300th event a new attribute, late.
+func produceOrders(ctx context.Context, cl *kgo.Client, enc *serde.TableEncoder, topic string, tick time.Duration) *orders {
+	o := &orders{done: make(chan error, 1), want: map[string]string{}}
+	go func() {
+		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+		pace := time.NewTicker(tick)
+		defer pace.Stop()
+		for seq := 1; ctx.Err() == nil; seq++ {
+			select {
+			case <-ctx.Done():
+				continue
+			case <-pace.C:
+			}
+			id := fmt.Sprintf("item-%d", rng.IntN(60))
+			op := []string{"c", "u", "u", "u", "d"}[rng.IntN(5)]
+			item := map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: id}, "v": &types.AttributeValueMemberN{Value: fmt.Sprint(seq)}}
+			if seq > 300 {
+				item["late"] = &types.AttributeValueMemberS{Value: "appeared"}
+			}
+			ev := &ddbavro.Event{Op: op, TsMs: time.Now().UTC().Truncate(time.Millisecond), Source: avrov1.Source{
+				Table: "orders", TableArn: "arn:aws:dynamodb:us-east-1:1:table/orders", SequenceNumber: aws.String(fmt.Sprint(seq)),
+				EventID: aws.String(fmt.Sprint("e", seq)), ApproximateCreationMs: time.Now().UTC().Truncate(time.Millisecond), StreamViewType: "NEW_AND_OLD_IMAGES"}}
+			if op == "d" {
+				ev.Before = item
+			} else {
+				ev.After = item
+			}
+			key, _ := ddbavro.KeyOf(item, "id", "")
+			k, v, err := enc.Encode(context.WithoutCancel(ctx), key, ev)
+			if err == nil {
+				err = cl.ProduceSync(context.WithoutCancel(ctx), &kgo.Record{Topic: topic, Key: k, Value: v}).FirstErr()
+			}
+			if err != nil {
+				o.done <- err
+				return
+			}
+			if op == "d" {
+				delete(o.want, `[["S","`+id+`"]]`)
+			} else {
+				o.want[`[["S","`+id+`"]]`] = fmt.Sprint(seq)
+			}
+			o.produced++
+		}
+		o.done <- nil
+	}()
+	return o
+}
+
+// wait waits for the producing to stop (its context done) and returns the fold and the count.
+func (o *orders) wait() (map[string]string, int, error) {
+	err := <-o.done
+	return o.want, o.produced, err
 }
