@@ -1,6 +1,6 @@
 # ddb2delta — each target is a line or two; the work is in scripts/.
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit test-integration e2e chaos dev show stack-up stack-down stack-status bench bench-e2e lint gen
+.PHONY: help build test test-unit test-integration test-databricks e2e chaos dev show stack-up stack-down stack-status bench bench-e2e lint gen
 
 SERVICES := producer enricher sink
 
@@ -18,6 +18,9 @@ test-unit: ## unit tests only (no network)
 
 test-integration: ## integration tests against the native stack (started if needed)
 	scripts/test integration
+
+test-databricks: ## the warehouse target and Unity Catalog registration: a fake Databricks warehouse, Spark's Thrift server, kill -9
+	scripts/test databricks
 
 e2e: ## the three services on the stack, a workload, the Delta tables checked; prints E2E PASS/FAIL
 	scripts/e2e e2e
@@ -43,7 +46,10 @@ stack-status: ## what runs where, and its log
 bench: ## benchmarks beside their in-run baselines, then bench-e2e (table + .stack/bench/results.json)
 	scripts/bench
 
-bench-e2e: ## the three services at 5k-100k changes/s from a generated stream, and beside Spark (E2E-BENCH, PEER-BENCH lines)
+bench-test-databricks: ## the warehouse target and Unity Catalog registration: a fake Databricks warehouse, Spark's Thrift server, kill -9
+	scripts/test databricks
+
+e2e: ## the three services at 5k-100k changes/s from a generated stream, and beside Spark (E2E-BENCH, PEER-BENCH lines)
 	scripts/bench-e2e
 
 lint: ## gofmt, go vet and staticcheck (pinned)

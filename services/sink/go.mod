@@ -3,8 +3,11 @@ module github.com/ddb2delta/ddb2delta/services/sink
 go 1.26.0
 
 require (
+	github.com/RoaringBitmap/roaring/v2 v2.30.0
+	github.com/apache/thrift v0.23.0
 	github.com/aws/aws-sdk-go-v2/service/dynamodb v1.74.0
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10
+	github.com/databricks/databricks-sql-go v1.14.0
 	github.com/ddb2delta/ddb2delta/proto v0.0.0-00010101000000-000000000000
 	github.com/ddb2delta/ddb2delta/services/platform v0.0.0
 	github.com/hamba/avro/v2 v2.31.0
@@ -13,17 +16,14 @@ require (
 )
 
 require (
-	github.com/RoaringBitmap/roaring/v2 v2.30.0 // indirect
 	github.com/andybalholm/brotli v1.1.1 // indirect
 	github.com/apache/arrow/go/v12 v12.0.1 // indirect
-	github.com/apache/thrift v0.23.0 // indirect
 	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.27 // indirect
 	github.com/aws/aws-sdk-go-v2/service/dynamodbstreams v1.47.0 // indirect
 	github.com/aws/aws-sdk-go-v2/service/internal/checksum v1.11.13 // indirect
 	github.com/aws/aws-sdk-go-v2/service/internal/s3shared v1.20.12 // indirect
 	github.com/bits-and-blooms/bitset v1.24.4 // indirect
 	github.com/coreos/go-oidc/v3 v3.5.0 // indirect
-	github.com/databricks/databricks-sql-go v1.14.0 // indirect
 	github.com/dnephin/pflag v1.0.7 // indirect
 	github.com/fatih/color v1.16.0 // indirect
 	github.com/fsnotify/fsnotify v1.5.4 // indirect
@@ -101,3 +101,8 @@ replace (
 	github.com/ddb2delta/ddb2delta/proto => ../../proto
 	github.com/ddb2delta/ddb2delta/services/platform => ../platform
 )
+
+// databricks-sql-go's Arrow (apache/arrow/go/v12) requires a genproto from before googleapis/api
+// became its own module; in the workspace it would provide the same package as the enricher's
+// cel-go imports from the split module (an ambiguous import). Excluding it drops the requirement.
+exclude google.golang.org/genproto v0.0.0-20200526211855-cb27e3aa2013

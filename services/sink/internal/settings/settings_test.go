@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,4 +73,52 @@ func TestResolveLocation(t *testing.T) {
 
 func TestEveryKeyDocumented(t *testing.T) {
 	doccheck.KeysDocumented(t, Defaults(), "../../README.md", "../../../platform/README.md")
+}
+
+func TestWarehouseSettings(t *testing.T) {
+	load := func(body string, env ...string) (*Settings, error) {
+		path := filepath.Join(t.TempDir(), "sink.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := Defaults()
+		return s, config.LoadEnviron(path, EnvPrefix, env, s)
+	}
+	_, err := load(`
+tables:
+  - {name: a, topics: [t], mode: mirror, target: databricks, location: x, mirror_strategy: copy_on_write}
+  - {name: b, topics: [t], mode: mirror, location: y, register: true}
+  - {name: c, topics: [t], mode: mirror, target: lakehouse, location: z}
+databricks: {http_path: warehouses/1, dialect: hive}
+`)
+	if err == nil {
+		t.Fatal("invalid warehouse settings accepted")
+	}
+	for _, want := range []string{
+		"tables[0].location", "tables[0].mirror_strategy", "databricks.staging", "tables[1].databricks_table", `tables[2].target: "lakehouse"`,
+		"databricks.host: must be set", "databricks.http_path", "databricks.token: set the token environment variable (DDB2DELTA_SINK_DATABRICKS_TOKEN)",
+		`databricks.dialect: "hive"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := load("databricks: {token: dapi-in-the-file}\ntables: [{name: a, topics: [t], mode: mirror, location: a}]\n"); err == nil ||
+		!strings.Contains(err.Error(), "secrets are not read from the config file") {
+		t.Errorf("a token in the file: %v", err)
+	}
+	s, err := load(`
+databricks: {host: dbc-1.cloud.databricks.com, http_path: /sql/1.0/warehouses/1, catalog: main, schema: cdc, staging: /Volumes/main/cdc/stage}
+tables: [{name: orders, topics: [t], mode: changelog, target: databricks}]
+`, "DDB2DELTA_SINK_DATABRICKS_TOKEN=dapi-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := s.Databricks
+	if d.Port != 443 || d.OffsetsTable != "ddb2delta_offsets" || d.Dialect != "databricks" || s.Tables[0].DatabricksTable != "orders" || d.Token.Value() != "dapi-secret" {
+		t.Errorf("defaults: %+v, table %+v", d, s.Tables[0])
+	}
+	if strings.Contains(fmt.Sprintf("%v %+v", s, s), "dapi-secret") {
+		t.Error("the token prints")
+	}
 }

@@ -378,11 +378,11 @@ func (c conflicts) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 
-// TestTwoReplicasWriteOneTable runs two writers of one mirror (two sink replicas sharing a
+// TestWarehouseTwoReplicasWriteOneTable runs two writers of one mirror (two sink replicas sharing a
 // topic's partitions) at once: their MERGEs into the table and into the offsets table conflict
 // (open-source Delta checks a MERGE against every file it read), and the one that loses runs
 // again. The table must end equal to the fold of both replicas' changes.
-func TestTwoReplicasWriteOneTable(t *testing.T) {
+func TestWarehouseTwoReplicasWriteOneTable(t *testing.T) {
 	ctx := stacktest.Context(t, 15*time.Minute)
 	_, db, schema := sparkWarehouse(t, ctx)
 	var retried atomic.Int64
