@@ -309,10 +309,10 @@ func (p *Pipeline) commit(ctx context.Context, t *tableState) error {
 		m.rows.WithLabelValues(t.Name).Add(float64(res.Rows))
 		m.rescued.WithLabelValues(t.Name).Add(float64(res.Rescued))
 		m.bytes.WithLabelValues(t.Name).Add(float64(res.Bytes))
-		if res.LiveFiles >= 0 {
+		if res.LiveFiles >= 0 { // a table written directly: its Delta version and files are known
 			m.files.WithLabelValues(t.Name).Set(float64(res.LiveFiles))
+			m.version.WithLabelValues(t.Name).Set(float64(res.Version))
 		}
-		m.version.WithLabelValues(t.Name).Set(float64(res.Version))
 		now := time.Now()
 		for _, c := range t.buf {
 			if !c.Event.Source.ApproximateCreationMs.IsZero() && !c.Event.Source.Snapshot {

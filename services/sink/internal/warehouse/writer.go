@@ -408,7 +408,7 @@ func (w *Writer) evolve(ctx context.Context) error {
 	}
 	merged := unionSchema(cur, want)
 	set := w.ownProperties(merged)
-	if !maps.EqualFunc(set, props, func(a, b string) bool { return a == b }) && !subset(set, props) {
+	if !subset(set, props) {
 		if err := w.c.exec(ctx, "setting the properties of "+w.cfg.Table.String(), setProperties(w.cfg.Table, set)); err != nil {
 			return err
 		}

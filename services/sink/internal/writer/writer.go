@@ -72,7 +72,7 @@ type Rejected struct {
 
 // Result is what a Write did.
 type Result struct {
-	Version   int64 // the commit's version; -1 when nothing was committed
+	Version   int64 // the commit's version; -1 when nothing was committed (0 for a warehouse's table: it does not say)
 	Rows      int   // rows written (changelog) or upserted and deleted (mirror)
 	Skipped   int   // changes already in the table (offsets at or below its txn versions)
 	Stale     int   // mirror: changes superseded in the batch or older than the table's row for their key
