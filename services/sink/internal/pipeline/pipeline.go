@@ -54,6 +54,8 @@ type TableWriter interface {
 	// Write applies changes as one batch; reject receives those that cannot be mapped, before
 	// the batch is committed.
 	Write(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error)
+	// Revoke tells the writer that partitions were taken from this replica.
+	Revoke(parts map[string][]int32)
 	// Close finishes background work (a checkpoint being written).
 	Close()
 }
@@ -64,6 +66,7 @@ func Direct(w *writer.Writer) TableWriter { return direct{w} }
 type direct struct{ *writer.Writer }
 
 func (d direct) Load(ctx context.Context, _ map[string][]int32) error { return d.Writer.Load(ctx) }
+func (d direct) Revoke(map[string][]int32)                            {}
 
 // Batch bounds a table's buffer.
 type Batch struct {
@@ -453,6 +456,7 @@ func (p *Pipeline) drop(parts map[string][]int32) {
 		}
 	}
 	for _, t := range p.tables {
+		t.Writer.Revoke(parts)
 		keep := t.buf[:0]
 		for _, c := range t.buf {
 			if !slices.Contains(parts[c.Origin.Topic], c.Origin.Partition) {

@@ -79,7 +79,8 @@ type Databricks struct {
 	// Each table stages under <staging>/<table name>. Default: none.
 	Staging string `yaml:"staging"`
 	// StagingRetention: staged files no batch in doubt needs are deleted after a batch; files a
-	// crash left behind are deleted when older than this. Default: 1h.
+	// crash left behind are deleted when older than this (at least twice StatementTimeout).
+	// Default: 1h.
 	StagingRetention time.Duration `yaml:"staging_retention"`
 	// Dialect is what runs the SQL: databricks (COPY INTO for changelogs) or spark (open-source
 	// Spark SQL: INSERT, and an insert-only MERGE to settle a batch in doubt). Default: databricks.
@@ -408,8 +409,10 @@ func (d *Databricks) check(p *config.Problems) {
 	if !slices.Contains(Dialects, d.Dialect) {
 		p.Add("databricks.dialect", "%q is not %s", d.Dialect, strings.Join(Dialects, " or "))
 	}
-	if d.StagingRetention < time.Minute || d.StatementTimeout < time.Second {
-		p.Add("databricks", "staging_retention must be at least 1m and statement_timeout at least 1s, got %s and %s", d.StagingRetention, d.StatementTimeout)
+	if d.StatementTimeout < time.Second || d.StagingRetention < 2*d.StatementTimeout {
+		// A file staged by another replica is swept once older than the retention: it must
+		// outlive the statements between its staging and its intent.
+		p.Add("databricks", "statement_timeout must be at least 1s and staging_retention at least twice it, got %s and %s", d.StatementTimeout, d.StagingRetention)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -66,10 +67,11 @@ type conn struct {
 }
 
 // exec runs a statement, again after a concurrent-write conflict, and returns a StatementError.
-func (c *conn) exec(ctx context.Context, what, q string) error {
+// With scan, the statement's result (a MERGE's counts) is read: scan gets its first row.
+func (c *conn) exec(ctx context.Context, what, q string, scan ...func(*sql.Rows) error) error {
 	b := backoff.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 0; ; attempt++ {
-		_, err := c.db.ExecContext(ctx, q)
+		err := c.run(ctx, q, scan)
 		if err == nil {
 			return nil
 		}
@@ -81,6 +83,57 @@ func (c *conn) exec(ctx context.Context, what, q string) error {
 		if backoff.Sleep(ctx, b.Next()) != nil {
 			return ctx.Err()
 		}
+	}
+}
+
+func (c *conn) run(ctx context.Context, q string, scan []func(*sql.Rows) error) error {
+	if len(scan) == 0 {
+		_, err := c.db.ExecContext(ctx, q)
+		return err
+	}
+	rows, err := c.db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := scan[0](rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// affectedRows scans a DML statement's num_affected_rows column (Spark and Databricks answer a
+// MERGE with num_affected_rows, num_updated_rows, num_deleted_rows, num_inserted_rows).
+func affectedRows(n *int64) func(*sql.Rows) error {
+	return func(r *sql.Rows) error {
+		cols, err := r.Columns()
+		if err != nil {
+			return err
+		}
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := r.Scan(ptrs...); err != nil {
+			return err
+		}
+		for i, c := range cols {
+			if c == "num_affected_rows" {
+				switch v := vals[i].(type) {
+				case int64:
+					*n = v
+				case int32:
+					*n = int64(v)
+				default:
+					return fmt.Errorf("num_affected_rows is %T", v)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("the statement's result has no num_affected_rows column (columns %v)", cols)
 	}
 }
 

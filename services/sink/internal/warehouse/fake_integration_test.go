@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -156,6 +157,7 @@ func TestDatabricksChangelogStagesToAVolumeAndCopiesInto(t *testing.T) {
 	f.rule(`^SHOW TBLPROPERTIES`, true, map[string]any{"error": map[string]any{"sqlstate": "42P01",
 		"message": "[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`cdc`.`orders_changelog` cannot be found. SQLSTATE: 42P01"}})
 	f.rule(`^COPY INTO`, false, map[string]any{"result": map[string]any{"columns": []map[string]string{{"name": "num_affected_rows", "type": "bigint"}}, "rows": [][]any{{3}}, "affected_rows": 3}})
+	f.rule(`^MERGE INTO .*ddb2delta_offsets`, true, affected(2))
 	w := New(cfg, db, stage, log)
 	assigned := map[string][]int32{"cdc": {0, 1}}
 	if err := w.Load(ctx, assigned); err != nil {
@@ -204,7 +206,7 @@ func TestDatabricksChangelogStagesToAVolumeAndCopiesInto(t *testing.T) {
 	}
 	name := m[1]
 	merge := texts(ss, `^MERGE INTO .*ddb2delta_offsets`)[0]
-	for _, want := range []string{"('orders_changelog', 'cdc', 0, 12, '" + name + "', 10)", "('orders_changelog', 'cdc', 1, 5, '" + name + "', 4)"} {
+	for _, want := range []string{"('orders_changelog', 'cdc', 0, 12, '" + name + "', 10, -1)", "('orders_changelog', 'cdc', 1, 5, '" + name + "', 4, -1)"} {
 		if !strings.Contains(merge, want) {
 			t.Errorf("the intent lacks %s:\n%s", want, merge)
 		}
@@ -219,14 +221,17 @@ func TestDatabricksChangelogStagesToAVolumeAndCopiesInto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := json.Marshal(schema)
+	var props [][]any // what the table's properties are now
+	for k, v := range w.ownProperties(schema) {
+		props = append(props, []any{k, v})
+	}
 
 	// A restart: the table exists; its offsets say the batch was recorded, not whether it was
 	// loaded. The batch is loaded again by the same COPY INTO.
 	f.call("POST", "/fake/reset", nil)
 	f.rule(`^SHOW TBLPROPERTIES`, false, map[string]any{"result": map[string]any{
 		"columns": []map[string]string{{"name": "key", "type": "string"}, {"name": "value", "type": "string"}},
-		"rows":    [][]any{{PropSchema, string(raw)}, {PropMode, "changelog"}}}})
+		"rows":    props}})
 	f.rule(`^SELECT topic`, false, map[string]any{"result": map[string]any{
 		"columns": []map[string]string{{"name": "topic", "type": "string"}, {"name": "kafka_partition", "type": "int"}, {"name": "next_offset", "type": "bigint"},
 			{"name": "batch_file", "type": "string"}, {"name": "batch_first_offset", "type": "bigint"}},
@@ -251,6 +256,7 @@ func TestDatabricksChangelogStagesToAVolumeAndCopiesInto(t *testing.T) {
 	}
 
 	// A permission error names the table and what failed, and keeps the SQLSTATE and message.
+	f.rule(`^MERGE INTO .*ddb2delta_offsets`, true, affected(1))
 	f.call("POST", "/fake/rules", map[string]any{"match": "^COPY INTO", "once": true, "error": map[string]any{"sqlstate": "42501",
 		"message": "[INSUFFICIENT_PERMISSIONS] Insufficient privileges: User does not have MODIFY on Table 'main.cdc.orders_changelog'. SQLSTATE: 42501"}})
 	_, err = w.Write(ctx, []writer.Change{change("u", "b", 4, 1, 5)}, nil)
@@ -262,14 +268,42 @@ func TestDatabricksChangelogStagesToAVolumeAndCopiesInto(t *testing.T) {
 			t.Errorf("the error lacks %q: %v", want, err)
 		}
 	}
+	// The batch whose load failed is in doubt: the next Write loads it again before anything
+	// else, and it is not forgotten (a later intent would replace its record).
+	n = len(f.statements())
+	if _, err := w.Write(ctx, nil, nil); err != nil {
+		t.Fatalf("settling the failed batch: %v", err)
+	}
+	if again := texts(f.statements()[n:], `^COPY INTO`); len(again) != 1 || !strings.Contains(again[0], "FILES = ('batch-") {
+		t.Fatalf("the batch whose load failed was not loaded again first: %q", again)
+	}
 	// A concurrent-write conflict is run again.
 	n = len(f.statements())
 	f.rule(`^MERGE INTO`, true, map[string]any{"error": map[string]any{"sqlstate": "2D521",
 		"message": "[DELTA_CONCURRENT_APPEND] ConcurrentAppendException: Files were added to the root of the table by a concurrent update. SQLSTATE: 2D521"}})
+	f.rule(`^MERGE INTO .*ddb2delta_offsets`, true, affected(1))
 	if _, err := w.Write(ctx, []writer.Change{change("u", "b", 5, 1, 6)}, nil); err != nil {
 		t.Fatalf("a conflict was not retried: %v", err)
 	}
 	if n := len(texts(f.statements()[n:], `^MERGE INTO .*ddb2delta_offsets`)); n != 2 {
 		t.Fatalf("the intent ran %d times, want 2 (a conflict, then the retry)", n)
 	}
+	// Another writer recorded the partition meanwhile (this replica lost it without knowing):
+	// the compare-and-set changes no row, and the batch is not loaded.
+	n = len(f.statements())
+	f.rule(`^MERGE INTO .*ddb2delta_offsets`, true, affected(0))
+	_, err = w.Write(ctx, []writer.Change{change("u", "b", 6, 1, 7)}, nil)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("a fenced intent: %v", err)
+	}
+	if loads := texts(f.statements()[n:], `^COPY INTO`); len(loads) != 0 {
+		t.Fatalf("a fenced batch was loaded: %q", loads)
+	}
+}
+
+// affected is the answer of a MERGE changing n rows.
+func affected(n int) map[string]any {
+	return map[string]any{"result": map[string]any{"columns": []map[string]string{{"name": "num_affected_rows", "type": "bigint"},
+		{"name": "num_updated_rows", "type": "bigint"}, {"name": "num_deleted_rows", "type": "bigint"}, {"name": "num_inserted_rows", "type": "bigint"}},
+		"rows": [][]any{{n, n, 0, 0}}, "affected_rows": n}}
 }

@@ -280,6 +280,7 @@ func slicesConcat(a, b []writer.Change) []writer.Change {
 type direct struct{ *writer.Writer }
 
 func (d direct) Load(ctx context.Context, _ map[string][]int32) error { return d.Writer.Load(ctx) }
+func (d direct) Revoke(map[string][]int32)                            {}
 
 // TestRegisterDirectTableInCatalog writes a mirror directly to S3 (the sink's own Delta writer)
 // and registers it through the warehouse: the table is then queried by name, its properties
@@ -301,6 +302,16 @@ func TestRegisterDirectTableInCatalog(t *testing.T) {
 	if _, err := r.Write(ctx, []writer.Change{change("c", "a", 1, 0, 0), change("c", "b", 2, 0, 1), change("u", "a", 3, 0, 2)}, nil); err != nil {
 		t.Fatal(err)
 	}
+	registered := func() { // registration runs beside the writes
+		t.Helper()
+		stacktest.Eventually(t, 3*time.Minute, "the registration ends", func() error {
+			if r.busy() {
+				return errors.New("registering")
+			}
+			return nil
+		})
+	}
+	registered()
 	query := func(q string) map[string]string {
 		t.Helper()
 		out := map[string]string{}
@@ -355,11 +366,17 @@ func TestRegisterDirectTableInCatalog(t *testing.T) {
 	if _, err := r.Write(ctx, []writer.Change{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
+	registered()
 	if got := query("SHOW TBLPROPERTIES " + id.SQL())[PropStreamARN]; !strings.HasSuffix(got, "/stream/2") {
 		t.Errorf("stream ARN after a new stream: %q", got)
 	}
 	if got := query("SELECT id, CAST(CAST(v AS BIGINT) AS STRING) FROM " + id.SQL()); fmt.Sprint(got) != "map[a:3 b:4]" {
 		t.Fatalf("the registered table after the sink's next commit: %v", got)
+	}
+	// A name taken by a table elsewhere is not labelled as this one.
+	other := Register(direct{w}, "orders", id, "s3://"+s.Bucket+"/elsewhere", []string{"cdc"}, layout.Mirror, db, log)
+	if err := other.Sync(ctx); err == nil || !strings.Contains(err.Error(), "is already a table at") {
+		t.Errorf("registering a name taken elsewhere: %v", err)
 	}
 }
 

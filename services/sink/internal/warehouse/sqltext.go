@@ -293,11 +293,6 @@ func mergeMirror(id Ident, b staged, where string) string {
 		" WHEN NOT MATCHED AND " + op + " <> 'd' THEN INSERT (" + columnList(s, "") + ") VALUES (" + columnList(s, "s.") + ")"
 }
 
-// insertChangelog renders a changelog batch's plain append (the batch is not in the table).
-func insertChangelog(id Ident, b staged) string {
-	return "INSERT INTO " + id.SQL() + " (" + columnList(b.table, "") + ") " + selectStaged(b, "")
-}
-
 // mergeChangelog renders the append of a changelog batch that may be in the table already: only
 // the rows whose Kafka position (topic, partition, offset) the table does not hold are added.
 // minOffset (the batch's lowest offset) lets the engine skip the files of older batches.
@@ -368,10 +363,13 @@ type offsetRow struct {
 	next  int64  // one past the batch's last offset of the partition
 	file  string // the batch's staged file ("" when it has no rows)
 	first int64  // the batch's first offset of the partition
+	prev  int64  // the next offset the row holds now, as this writer knows it (-1: no row)
 }
 
-// recordOffsets renders the MERGE recording a batch's intent. The partition column is compared
-// with a literal, so writers of different tables never conflict on the offsets table.
+// recordOffsets renders the MERGE recording a batch's intent, as a compare-and-set on each
+// partition's next offset (a writer that lost the partition changes nothing: the count of rows
+// changed tells it). The partition column is compared with a literal, so writers of different
+// tables never conflict on the offsets table.
 func recordOffsets(id Ident, table string, rows []offsetRow) string {
 	vals := make([]string, len(rows))
 	for i, r := range rows {
@@ -380,12 +378,22 @@ func recordOffsets(id Ident, table string, rows []offsetRow) string {
 			file = quoteString(r.file)
 		}
 		vals[i] = "(" + quoteString(table) + ", " + quoteString(r.tp.topic) + ", " + strconv.Itoa(int(r.tp.partition)) + ", " +
-			strconv.FormatInt(r.next, 10) + ", " + file + ", " + strconv.FormatInt(r.first, 10) + ")"
+			strconv.FormatInt(r.next, 10) + ", " + file + ", " + strconv.FormatInt(r.first, 10) + ", " + strconv.FormatInt(r.prev, 10) + ")"
 	}
 	return "MERGE INTO " + id.SQL() + " AS o USING (SELECT * FROM VALUES " + strings.Join(vals, ", ") +
-		" AS v(table_name, topic, kafka_partition, next_offset, batch_file, batch_first_offset)) AS v" +
+		" AS v(table_name, topic, kafka_partition, next_offset, batch_file, batch_first_offset, prev_offset)) AS v" +
 		" ON o.table_name = " + quoteString(table) + " AND o.table_name = v.table_name AND o.topic = v.topic AND o.kafka_partition = v.kafka_partition" +
-		" WHEN MATCHED THEN UPDATE SET next_offset = v.next_offset, batch_file = v.batch_file, batch_first_offset = v.batch_first_offset, updated_at = current_timestamp()" +
-		" WHEN NOT MATCHED THEN INSERT (table_name, topic, kafka_partition, next_offset, batch_file, batch_first_offset, updated_at)" +
+		" WHEN MATCHED AND o.next_offset = v.prev_offset THEN UPDATE SET next_offset = v.next_offset, batch_file = v.batch_file," +
+		" batch_first_offset = v.batch_first_offset, updated_at = current_timestamp()" +
+		" WHEN NOT MATCHED AND v.prev_offset = -1 THEN INSERT (table_name, topic, kafka_partition, next_offset, batch_file, batch_first_offset, updated_at)" +
 		" VALUES (v.table_name, v.topic, v.kafka_partition, v.next_offset, v.batch_file, v.batch_first_offset, current_timestamp())"
+}
+
+// recorded renders the condition, on a staged file's row f, that the offsets table still names
+// the file as the last batch of the row's partition: a writer that lost the partition (and
+// does not know it yet) loads nothing, and a load run again after a conflict re-reads it.
+func recorded(offsets Ident, table, file string) string {
+	return "EXISTS (SELECT 1 FROM " + offsets.SQL() + " AS o WHERE o.table_name = " + quoteString(table) +
+		" AND o.topic = f.`" + layout.ColKafkaTopic + "` AND o.kafka_partition = f.`" + layout.ColKafkaPartition + "`" +
+		" AND o.batch_file = " + quoteString(file) + ")"
 }

@@ -153,10 +153,13 @@ func TestMergeMirrorGuardsSequence(t *testing.T) {
 }
 
 func TestRecordOffsets(t *testing.T) {
-	got := recordOffsets(Ident{"c", "s", "ddb2delta_offsets"}, "orders", []offsetRow{{tp: tp{"cdc", 0}, next: 11, file: "batch-a.parquet", first: 5}, {tp: tp{"cdc", 1}, next: 3}})
+	got := recordOffsets(Ident{"c", "s", "ddb2delta_offsets"}, "orders", []offsetRow{{tp: tp{"cdc", 0}, next: 11, file: "batch-a.parquet", first: 5, prev: 5},
+		{tp: tp{"cdc", 1}, next: 3, prev: -1}})
 	for _, want := range []string{
-		"VALUES ('orders', 'cdc', 0, 11, 'batch-a.parquet', 5), ('orders', 'cdc', 1, 3, CAST(NULL AS STRING), 0)",
+		"VALUES ('orders', 'cdc', 0, 11, 'batch-a.parquet', 5, 5), ('orders', 'cdc', 1, 3, CAST(NULL AS STRING), 0, -1)",
 		"ON o.table_name = 'orders' AND o.table_name = v.table_name",
+		"WHEN MATCHED AND o.next_offset = v.prev_offset THEN UPDATE", // compare-and-set
+		"WHEN NOT MATCHED AND v.prev_offset = -1 THEN INSERT",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("recordOffsets lacks %q:\n%s", want, got)

@@ -129,9 +129,13 @@ func (v VolumeStager) List(ctx context.Context) ([]storage.Object, error) {
 				fmt.Sscan(fmt.Sprint(vals[i]), &o.Size)
 			case "modification_time":
 				var ms int64
-				fmt.Sscan(fmt.Sprint(vals[i]), &ms)
-				o.Modified = time.UnixMilli(ms)
+				if _, err := fmt.Sscan(fmt.Sprint(vals[i]), &ms); err == nil && ms > 0 {
+					o.Modified = time.UnixMilli(ms)
+				}
 			}
+		}
+		if o.Modified.IsZero() {
+			o.Modified = time.Now() // unknown age: young, never swept
 		}
 		if o.Name != "" {
 			out = append(out, o)

@@ -101,8 +101,11 @@ type Writer struct {
 	next    map[tp]int64  // next offset per topic-partition, as recorded
 	batch   map[tp]string // the staged file of each topic-partition's last recorded batch
 	first   map[tp]int64  // the first offset of each topic-partition's last recorded batch
-	mine    map[string]bool
-	offsets bool // the offsets table is known to exist
+	// unsettled are the partitions of this writer whose last recorded batch is not known to be
+	// loaded (a load failed, or they were just assigned).
+	unsettled map[tp]string
+	mine      map[string]bool
+	offsets   bool // the offsets table is known to exist
 	// crash, when set (tests), is called at the points of a batch a kill could hit ("intent":
 	// recorded, not loaded; "loaded": loaded, not returned); an error stops the batch there.
 	crash func(point string) error
@@ -122,7 +125,8 @@ func New(cfg Config, db *sql.DB, stage Stager, log *slog.Logger) *Writer {
 		cfg.ConflictRetries = 20
 	}
 	return &Writer{cfg: cfg, c: &conn{db: db, table: cfg.Name, log: log, conflictRetries: cfg.ConflictRetries}, stage: stage, log: log,
-		lineage: Lineage{Mode: cfg.Mode, Topics: cfg.Topics}, mine: map[string]bool{}}
+		lineage: Lineage{Mode: cfg.Mode, Topics: cfg.Topics}, mine: map[string]bool{},
+		next: map[tp]int64{}, batch: map[tp]string{}, first: map[tp]int64{}, unsettled: map[tp]string{}}
 }
 
 // Close implements pipeline.TableWriter.
@@ -167,31 +171,63 @@ func (w *Writer) Load(ctx context.Context, assigned map[string][]int32) error {
 	if err != nil {
 		return err
 	}
+	if len(next) > 0 && w.schema == nil {
+		return fmt.Errorf("table %s: the offsets table records offsets of it, but %s does not exist (dropped?): "+
+			"delete its rows from %s (table_name = %s) to write it again from the topics' start", w.cfg.Name, w.cfg.Table, w.cfg.Offsets, quoteString(w.cfg.Name))
+	}
 	w.next, w.batch, w.first = next, batch, first
-	// The batches in doubt: per file, the assigned partitions whose last batch it is.
-	doubt := map[string]map[string][]int32{}
+	// The batches in doubt: the last batch of each assigned partition. They are settled before
+	// any new batch is recorded (Write settles what a failure here leaves).
 	for topic, ps := range assigned {
 		for _, p := range ps {
 			if f, ok := batch[tp{topic, p}]; ok {
-				if doubt[f] == nil {
-					doubt[f] = map[string][]int32{}
-				}
-				doubt[f][topic] = append(doubt[f][topic], p)
+				w.unsettled[tp{topic, p}] = f
+			} else {
+				delete(w.unsettled, tp{topic, p})
 			}
 		}
 	}
-	for _, f := range slices.Sorted(maps.Keys(doubt)) {
-		if w.schema == nil {
-			return fmt.Errorf("table %s: the offsets table records batch %s, but %s does not exist (dropped?): "+
-				"delete its rows from %s (table_name = %s) to write it again from the topics' start", w.cfg.Name, f, w.cfg.Table, w.cfg.Offsets, quoteString(w.cfg.Name))
-		}
-		if err := w.settle(ctx, f, doubt[f]); err != nil {
-			return err
-		}
-		w.log.Info("settled the last batch of reassigned partitions", "table", w.cfg.Name, "file", f, "partitions", doubt[f])
+	if err := w.settleAll(ctx); err != nil {
+		return err
 	}
 	w.sweep(ctx)
 	return nil
+}
+
+// settleAll loads again, idempotently, each batch in doubt: recorded for a partition of this
+// writer, not known to be loaded. Until they are, no batch is recorded: a later intent would
+// replace the record of one that was never loaded.
+func (w *Writer) settleAll(ctx context.Context) error {
+	doubt := map[string]map[string][]int32{} // file → its partitions in doubt
+	for k, f := range w.unsettled {
+		if doubt[f] == nil {
+			doubt[f] = map[string][]int32{}
+		}
+		doubt[f][k.topic] = append(doubt[f][k.topic], k.partition)
+	}
+	for _, f := range slices.Sorted(maps.Keys(doubt)) {
+		if err := w.settle(ctx, f, doubt[f]); err != nil {
+			return err
+		}
+		for topic, ps := range doubt[f] {
+			for _, p := range ps {
+				delete(w.unsettled, tp{topic, p})
+			}
+		}
+		w.log.Info("settled a batch in doubt", "table", w.cfg.Name, "file", f, "partitions", doubt[f])
+	}
+	return nil
+}
+
+// Revoke implements pipeline.TableWriter: the partitions' batches in doubt are their new
+// owner's to settle (settling them here, after the new owner moved on, could apply an older
+// change over a newer one).
+func (w *Writer) Revoke(parts map[string][]int32) {
+	for topic, ps := range parts {
+		for _, p := range ps {
+			delete(w.unsettled, tp{topic, p})
+		}
+	}
 }
 
 // readSchema reads the table's schema from its properties, and its layout.
@@ -248,25 +284,32 @@ func (w *Writer) properties(ctx context.Context) (map[string]string, error) {
 	return props, err
 }
 
-// Write implements pipeline.TableWriter: stage, record the intent, load.
+// Write implements pipeline.TableWriter: settle what is in doubt, stage, record the intent, load.
 func (w *Writer) Write(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error) {
 	if w.lay == nil {
 		if err := w.Load(ctx, nil); err != nil {
 			return writer.Result{Version: -1, LiveFiles: -1}, err
 		}
 	}
-	for {
+	if err := w.settleAll(ctx); err != nil {
+		return writer.Result{Version: -1, LiveFiles: -1}, err
+	}
+	for relayouts := 0; ; relayouts++ {
 		res, err := w.attempt(ctx, changes, reject)
-		if !errors.Is(err, errRelayout) {
+		if !errors.Is(err, errRelayout) || relayouts >= 5 {
 			return res, err
 		}
-		reject = nil // dead-lettered already
 	}
 }
 
 // errRelayout: the table had columns this writer did not know (another replica added them); the
 // layout now has them and the batch is mapped again.
 var errRelayout = errors.New("the table has columns the layout lacked")
+
+// ErrFenced is returned (wrapped) when another writer recorded a batch of one of this batch's
+// partitions since this writer read them: a replica that lost the partition in a rebalance
+// (its session expired while a statement ran) and did not know it. The batch is not loaded.
+var ErrFenced = errors.New("another writer recorded these partitions since this one read them")
 
 func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error) {
 	res := writer.Result{Version: -1, LiveFiles: -1}
@@ -295,16 +338,17 @@ func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject fu
 	if len(last) == 0 {
 		return res, nil
 	}
-	if len(res.Rejected) > 0 && reject != nil {
-		if err := reject(res.Rejected); err != nil {
-			return res, fmt.Errorf("table %s: dead-lettering %d changes: %w", w.cfg.Name, len(res.Rejected), err)
-		}
-	}
 	if w.cfg.Mode == layout.Mirror {
 		rows = newest(rows, &res)
 	}
 	if err := w.evolve(ctx); err != nil {
 		return res, err
+	}
+	// Dead letters before the intent: once recorded, the offsets count as written.
+	if len(res.Rejected) > 0 && reject != nil {
+		if err := reject(res.Rejected); err != nil {
+			return res, fmt.Errorf("table %s: dead-lettering %d changes: %w", w.cfg.Name, len(res.Rejected), err)
+		}
 	}
 	schema := w.lay.Schema()
 	name := ""
@@ -327,26 +371,25 @@ func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject fu
 	}
 	intent := make([]offsetRow, 0, len(last))
 	for _, k := range slices.SortedFunc(maps.Keys(last), cmpTP) {
-		intent = append(intent, offsetRow{tp: k, next: last[k] + 1, file: name, first: first[k]})
-	}
-	if err := w.c.exec(ctx, "recording the batch's offsets in "+w.cfg.Offsets.String(), recordOffsets(w.cfg.Offsets, w.cfg.Name, intent)); err != nil {
-		return res, err
-	}
-	for _, o := range intent {
-		w.next[o.tp], w.first[o.tp] = o.next, o.first
-		if o.file == "" {
-			delete(w.batch, o.tp)
-		} else {
-			w.batch[o.tp] = o.file
+		prev, ok := w.next[k]
+		if !ok {
+			prev = -1
 		}
+		intent = append(intent, offsetRow{tp: k, next: last[k] + 1, file: name, first: first[k], prev: prev})
+	}
+	if err := w.record(ctx, intent); err != nil {
+		return res, err
 	}
 	if name != "" {
 		fault.Point(fault.AfterParquet) // recorded, not loaded: the batch is in doubt
 		if err := w.crashAt("intent"); err != nil {
 			return res, err
 		}
-		if err := w.apply(ctx, name, schema); err != nil {
+		if err := w.apply(ctx, name, schema, minOffset(first)); err != nil {
 			return res, err
+		}
+		for _, o := range intent {
+			delete(w.unsettled, o.tp)
 		}
 		if err := w.crashAt("loaded"); err != nil {
 			return res, err
@@ -355,6 +398,52 @@ func (w *Writer) attempt(ctx context.Context, changes []writer.Change, reject fu
 	res.Version, res.Rows = 0, len(rows)
 	w.forget(ctx)
 	return res, nil
+}
+
+// record records a batch's intent, as a compare-and-set: a partition's row changes only if it
+// still holds the next offset this writer read or recorded. The batch's partitions are in doubt
+// from here until the load succeeds.
+func (w *Writer) record(ctx context.Context, intent []offsetRow) error {
+	what := "recording the batch's offsets in " + w.cfg.Offsets.String()
+	q := recordOffsets(w.cfg.Offsets, w.cfg.Name, intent)
+	var affected int64 = -1
+	if err := w.c.exec(ctx, what, q, affectedRows(&affected)); err != nil {
+		return err
+	}
+	for _, o := range intent {
+		w.next[o.tp], w.first[o.tp] = o.next, o.first
+		if o.file == "" {
+			delete(w.batch, o.tp)
+			delete(w.unsettled, o.tp)
+		} else {
+			w.batch[o.tp], w.unsettled[o.tp] = o.file, o.file
+		}
+	}
+	if affected != int64(len(intent)) {
+		// Some or none of the rows changed: whatever this writer believes of these partitions is
+		// stale. Load reads them again (and settles what the other writer recorded).
+		w.lay = nil
+		return &StatementError{Table: w.cfg.Name, What: what, Err: fmt.Errorf("%w: %d of %d partitions recorded (%s)", ErrFenced, max(affected, 0), len(intent), describe(intent))}
+	}
+	return nil
+}
+
+func describe(intent []offsetRow) string {
+	parts := make([]string, len(intent))
+	for i, o := range intent {
+		parts[i] = fmt.Sprintf("%s[%d] from %d", o.tp.topic, o.tp.partition, o.prev)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func minOffset(first map[tp]int64) int64 {
+	m := int64(-1)
+	for _, o := range first {
+		if m < 0 || o < m {
+			m = o
+		}
+	}
+	return m
 }
 
 func (w *Writer) crashAt(point string) error {
@@ -367,12 +456,17 @@ func (w *Writer) crashAt(point string) error {
 // evolve creates the table, or adds the columns the layout grew, and keeps its properties (the
 // schema with the layout's metadata, the lineage) current.
 func (w *Writer) evolve(ctx context.Context) error {
-	grew := w.lay.Grew()
-	if w.schema != nil && !grew && !w.lineage.changed {
-		return nil
-	}
+	w.lay.Grew() // what the table lacks decides, not the flag: an evolution that failed is tried again
 	want := w.lay.Schema()
-	if w.schema == nil {
+	if w.schema != nil {
+		add, err := addedColumns(w.schema, want, nil)
+		if err != nil {
+			return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
+		}
+		if len(add) == 0 && !w.lineage.changed {
+			return nil
+		}
+	} else {
 		props := maps.Clone(w.cfg.Properties)
 		if props == nil {
 			props = map[string]string{}
@@ -389,43 +483,51 @@ func (w *Writer) evolve(ctx context.Context) error {
 		}
 		// Another replica created it first: go on from what it created.
 	}
-	props, err := w.properties(ctx) // another replica may have grown it too
-	if err != nil {
-		return err
-	}
-	cur := &deltatype.StructType{}
-	if err := json.Unmarshal([]byte(props[PropSchema]), cur); err != nil {
-		return fmt.Errorf("table %s: property %s of %s: %w", w.cfg.Name, PropSchema, w.cfg.Table, err)
-	}
-	add, err := addedColumns(cur, want, nil)
-	if err != nil {
-		return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
-	}
-	for _, c := range add {
-		if err := w.c.exec(ctx, "adding column "+strings.Join(c.path, "."), addColumn(w.cfg.Table, c)); err != nil && !alreadyExists(err) {
+	// Another replica may grow the table at the same time: each round reads the schema the
+	// table's property records, adds what it lacks, and records the union; a property another
+	// replica overwrote in between (the last SET wins) is seen by the next round's read.
+	for round := 0; ; round++ {
+		props, err := w.properties(ctx)
+		if err != nil {
 			return err
 		}
-	}
-	merged := unionSchema(cur, want)
-	set := w.ownProperties(merged)
-	if !subset(set, props) {
-		if err := w.c.exec(ctx, "setting the properties of "+w.cfg.Table.String(), setProperties(w.cfg.Table, set)); err != nil {
-			return err
+		cur := &deltatype.StructType{}
+		if err := json.Unmarshal([]byte(props[PropSchema]), cur); err != nil {
+			return fmt.Errorf("table %s: property %s of %s: %w", w.cfg.Name, PropSchema, w.cfg.Table, err)
 		}
-	}
-	if len(add) > 0 {
-		w.log.Info("table schema evolved", "table", w.cfg.Name, "added", len(add), "columns", len(merged.Fields))
-	}
-	w.schema, w.lineage.changed = merged, false
-	if extra, _ := addedColumns(want, merged, nil); len(extra) > 0 {
-		lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate, Hints: w.cfg.Hints}, merged, w.partitions(merged))
+		add, err := addedColumns(cur, want, nil)
 		if err != nil {
 			return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
 		}
-		w.lay = lay
-		return errRelayout
+		set := w.ownProperties(unionSchema(cur, want))
+		if len(add) == 0 && subset(set, props) {
+			merged := unionSchema(cur, want)
+			w.schema, w.lineage.changed = merged, false
+			if extra, _ := addedColumns(want, merged, nil); len(extra) > 0 {
+				lay, err := layout.New(layout.Options{Mode: w.cfg.Mode, PartitionByDate: w.cfg.PartitionByDate, Hints: w.cfg.Hints}, merged, w.partitions(merged))
+				if err != nil {
+					return fmt.Errorf("table %s (%s): %w", w.cfg.Name, w.cfg.Table, err)
+				}
+				w.lay = lay
+				return errRelayout
+			}
+			return nil
+		}
+		if round >= 10 {
+			return fmt.Errorf("table %s: the %s property of %s kept changing under this writer", w.cfg.Name, PropSchema, w.cfg.Table)
+		}
+		for _, c := range add {
+			if err := w.c.exec(ctx, "adding column "+strings.Join(c.path, "."), addColumn(w.cfg.Table, c)); err != nil && !alreadyExists(err) {
+				return err
+			}
+		}
+		if err := w.c.exec(ctx, "setting the properties of "+w.cfg.Table.String(), setProperties(w.cfg.Table, set)); err != nil {
+			return err
+		}
+		if len(add) > 0 {
+			w.log.Info("table schema evolved", "table", w.cfg.Name, "added", len(add))
+		}
 	}
-	return nil
 }
 
 // ownProperties are the properties the sink keeps on a table of schema s.
@@ -500,25 +602,13 @@ func batchName(table string, first, last map[tp]int64) string {
 	return "batch-" + hex.EncodeToString(h.Sum(nil)[:16]) + ".parquet"
 }
 
-// apply loads a batch just recorded. It is in no table yet (its rows' offsets were past every
-// recorded one), so a changelog's rows are appended without a check.
-func (w *Writer) apply(ctx context.Context, name string, schema *deltatype.StructType) error {
-	what := "loading batch " + name
-	b := staged{table: w.schema, file: schema, path: w.stage.Path(name)}
-	switch {
-	case w.cfg.Mode == layout.Mirror:
-		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, b, ""))
-	case w.cfg.Dialect == Databricks:
-		return w.c.exec(ctx, what, copyInto(w.cfg.Table, b, w.stage.Dir(), name))
-	default:
-		return w.c.exec(ctx, what, insertChangelog(w.cfg.Table, b))
-	}
+// apply loads a batch just recorded, with the statement that settles it later (see load).
+func (w *Writer) apply(ctx context.Context, name string, schema *deltatype.StructType, low int64) error {
+	return w.load(ctx, "loading batch "+name, name, schema, "", low)
 }
 
-// settle loads a batch in doubt again, restricted to the rows of the given partitions, with an
-// idempotent statement.
+// settle loads a batch in doubt again, restricted to the rows of the given partitions.
 func (w *Writer) settle(ctx context.Context, name string, parts map[string][]int32) error {
-	what := "settling batch " + name
 	data, err := w.stage.Get(ctx, name)
 	if err != nil {
 		return fmt.Errorf("table %s: the last batch of partitions %v is in doubt and its staged file %s cannot be read "+
@@ -528,23 +618,36 @@ func (w *Writer) settle(ctx context.Context, name string, parts map[string][]int
 	if err != nil {
 		return fmt.Errorf("table %s: staged file %s: %w", w.cfg.Name, w.stage.Path(name), err)
 	}
-	where := partitionFilter(parts)
+	low := int64(-1)
+	for topic, ps := range parts {
+		for _, p := range ps {
+			if f := w.first[tp{topic, p}]; low < 0 || f < low {
+				low = f
+			}
+		}
+	}
+	return w.load(ctx, "settling batch "+name, name, schema, partitionFilter(parts), low)
+}
+
+// load runs the statement loading a staged file (of that schema) into the table, restricted by
+// where: idempotent, so that a batch in doubt can be loaded again. A mirror's MERGE applies a
+// change only over an older row; the spark dialect's changelog MERGE inserts only rows whose
+// Kafka position the table lacks (low, the batch's first offset, lets the engine skip older
+// files); both take only rows whose partition's offsets row still names the file. Databricks'
+// COPY INTO skips a file the table has loaded.
+func (w *Writer) load(ctx context.Context, what, name string, schema *deltatype.StructType, where string, low int64) error {
 	b := staged{table: w.schema, file: schema, path: w.stage.Path(name)}
+	guard := recorded(w.cfg.Offsets, w.cfg.Name, name)
+	if where != "" {
+		guard = "(" + where + ") AND " + guard
+	}
 	switch {
 	case w.cfg.Mode == layout.Mirror:
-		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, b, where))
+		return w.c.exec(ctx, what, mergeMirror(w.cfg.Table, b, guard))
 	case w.cfg.Dialect == Databricks:
 		return w.c.exec(ctx, what, copyInto(w.cfg.Table, b, w.stage.Dir(), name))
 	default:
-		low := int64(-1)
-		for topic, ps := range parts {
-			for _, p := range ps {
-				if f := w.first[tp{topic, p}]; low < 0 || f < low {
-					low = f
-				}
-			}
-		}
-		return w.c.exec(ctx, what, mergeChangelog(w.cfg.Table, b, where, low))
+		return w.c.exec(ctx, what, mergeChangelog(w.cfg.Table, b, guard, low))
 	}
 }
 
