@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -470,4 +471,62 @@ func TestWarehouseTwoReplicasWriteOneTable(t *testing.T) {
 		t.Fatalf("after %d conflicts retried, the table:\n got %v\nwant %v", retried.Load(), got, want)
 	}
 	t.Logf("%d statements run again after a conflict", retried.Load())
+}
+
+// TestWarehouseZombieLoadsNothing plays a replica that lost its partitions without knowing it
+// (its session expired while a statement ran): A records a batch and stalls before loading it;
+// B, the new owner, settles it and deletes an item; then A's stalled load runs, and A writes
+// again. A's load must take nothing (the deleted item stays deleted, no changelog row twice),
+// and A's next intent must be fenced.
+func TestWarehouseZombieLoadsNothing(t *testing.T) {
+	ctx := stacktest.Context(t, 10*time.Minute)
+	s, db, schema := sparkWarehouse(t, ctx)
+	log := slog.New(slog.DiscardHandler)
+	stage := t.TempDir()
+	assigned := map[string][]int32{"cdc": {0}}
+	for _, mode := range []string{layout.Mirror, layout.Changelog} {
+		st, err := storage.Open(filepath.Join(stage, mode), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := Ident{"spark_catalog", schema, mode}
+		open := func() *Writer {
+			w := New(Config{Name: mode, Mode: mode, Table: id, Offsets: id.In("ddb2delta_offsets"), Dialect: Spark, Topics: []string{"cdc"}},
+				db, StoreStager{Store: st, URL: "file://" + filepath.Join(stage, mode)}, log)
+			if err := w.Load(ctx, assigned); err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}
+		a := open()
+		crashAt(a, "intent")
+		if _, err := a.Write(ctx, []writer.Change{change("c", "k", 1, 0, 0), change("c", "j", 2, 0, 1)}, nil); err == nil {
+			t.Fatal("the crash point was not reached")
+		}
+		stalled := a.batch[tp{"cdc", 0}]
+		b := open() // settles A's batch
+		if _, err := b.Write(ctx, []writer.Change{change("d", "k", 3, 0, 2)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.apply(ctx, stalled, a.lay.Schema(), 0); err != nil { // A's stalled load runs at last
+			t.Fatal(err)
+		}
+		_, err = a.Write(ctx, []writer.Change{change("u", "j", 4, 0, 3)}, nil)
+		if !errors.Is(err, ErrFenced) {
+			t.Fatalf("%s: A's next intent: %v, want fenced", mode, err)
+		}
+		rows := readDelta(t, s, "delta-rs", location(t, ctx, db, id))
+		var got []string
+		for _, r := range rows {
+			got = append(got, fmt.Sprint(r["_op"], ":", r["_key"], "@", r["_kafka_offset"]))
+		}
+		slices.Sort(got)
+		want := map[string]string{
+			layout.Mirror:    `[c:[["S","j"]]@1]`,
+			layout.Changelog: `[c:[["S","j"]]@1 c:[["S","k"]]@0 d:[["S","k"]]@2]`,
+		}[mode]
+		if fmt.Sprint(got) != want {
+			t.Errorf("%s after the zombie's load: %v, want %s", mode, got, want)
+		}
+	}
 }
