@@ -528,5 +528,11 @@ func TestWarehouseZombieLoadsNothing(t *testing.T) {
 		if fmt.Sprint(got) != want {
 			t.Errorf("%s after the zombie's load: %v, want %s", mode, got, want)
 		}
+		// The sink table renamed: no offsets for the new name, and a table with rows.
+		renamed := New(Config{Name: mode + "_renamed", Mode: mode, Table: id, Offsets: id.In("ddb2delta_offsets"), Dialect: Spark, Topics: []string{"cdc"}},
+			db, StoreStager{Store: st, URL: "file://" + filepath.Join(stage, mode)}, log)
+		if err := renamed.Load(ctx, assigned); err == nil || !strings.Contains(err.Error(), "has rows, but") {
+			t.Errorf("%s: a renamed sink table over a table with rows: %v", mode, err)
+		}
 	}
 }

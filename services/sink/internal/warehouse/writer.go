@@ -175,6 +175,21 @@ func (w *Writer) Load(ctx context.Context, assigned map[string][]int32) error {
 		return fmt.Errorf("table %s: the offsets table records offsets of it, but %s does not exist (dropped?): "+
 			"delete its rows from %s (table_name = %s) to write it again from the topics' start", w.cfg.Name, w.cfg.Table, w.cfg.Offsets, quoteString(w.cfg.Name))
 	}
+	if len(next) == 0 && w.schema != nil {
+		// The table has rows, but no offsets say which: the sink table was renamed, or
+		// offsets_table changed. Starting from the topics' start would write every change again.
+		var rows int64
+		err := w.c.query(ctx, "reading "+w.cfg.Table.String(), "SELECT count(*) FROM (SELECT 1 FROM "+w.cfg.Table.SQL()+" LIMIT 1)", func(r *sql.Rows) error {
+			return r.Scan(&rows)
+		})
+		if err != nil {
+			return err
+		}
+		if rows > 0 {
+			return fmt.Errorf("table %s: %s has rows, but %s has no offsets for table_name %s (the sink table renamed, or offsets_table changed?): "+
+				"give it its old name back, or write to a new table", w.cfg.Name, w.cfg.Table, w.cfg.Offsets, quoteString(w.cfg.Name))
+		}
+	}
 	w.next, w.batch, w.first = next, batch, first
 	// The batches in doubt: the last batch of each assigned partition. They are settled before
 	// any new batch is recorded (Write settles what a failure here leaves).
