@@ -43,15 +43,44 @@ import (
 func TestSinkSurvivesKill9(t *testing.T) {
 	s := stacktest.Require(t, stacktest.Kafka, stacktest.Registry)
 	ctx := stacktest.Context(t, 5*time.Minute)
-	bins := Build(t, s.Root, "sink")
-	prefix := fmt.Sprintf("sinkcrash%d", time.Now().UnixNano())
-	topic := prefix + ".cdc.orders"
+	h := newCrashHarness(t, ctx, s, fmt.Sprintf("sinkcrash%d", time.Now().UnixNano()))
+	h.config(t, fmt.Sprintf(`tables_root: %s
+batch: {max_rows: 40, max_age: 200ms}
+checkpoint_interval: 5
+tables:
+  - {name: mirror, topics: [%[2]s], mode: mirror, location: mirror, schema_hints: {v: long}}
+  - {name: mirror_cow, topics: [%[2]s], mode: mirror, mirror_strategy: copy_on_write, location: mirror_cow, buckets: 4, schema_hints: {v: long}}
+  - {name: changelog, topics: [%[2]s], mode: changelog, location: changelog, partition_by: date}
+`, h.dir, h.topic))
+	h.run(t, ctx, 2*time.Millisecond, 6, 400*time.Millisecond, 1600*time.Millisecond, []string{"after-parquet:3", "after-commit:2"}, 2*time.Minute)
+	h.check(t, 2*time.Minute, filepath.Join(h.dir, "changelog"), filepath.Join(h.dir, "mirror"), filepath.Join(h.dir, "mirror_cow"))
+	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs and Spark read each once in the changelog and both mirrors equal the fold (%d items)", h.produced, len(h.want))
+}
+
+// crashHarness runs the sink binary on a stream of order events, kills it and checks its tables.
+type crashHarness struct {
+	s        *stacktest.Stack
+	bin      string
+	prefix   string
+	topic    string
+	dir      string
+	conf     string
+	cl       *kgo.Client
+	enc      *serde.TableEncoder
+	p        *Process
+	want     map[string]string // the mirror fold
+	produced int
+}
+
+// newCrashHarness builds the sink and creates the topic (three partitions) and its encoder.
+func newCrashHarness(t *testing.T, ctx context.Context, s *stacktest.Stack, prefix string) *crashHarness {
+	h := &crashHarness{s: s, bin: Build(t, s.Root, "sink")["sink"], prefix: prefix, topic: prefix + ".cdc.orders", dir: t.TempDir()}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(s.KafkaAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, topic)
+	t.Cleanup(cl.Close)
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, h.topic)
 	if err == nil {
 		err = resp.Err
 	}
@@ -62,39 +91,41 @@ func TestSinkSurvivesKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := serde.NewTableEncoder(ctx, serde.NewRegistry(srcl, slog.New(slog.DiscardHandler)), topic, "orders", ddbavro.Typed)
+	h.enc, err = serde.NewTableEncoder(ctx, serde.NewRegistry(srcl, slog.New(slog.DiscardHandler)), h.topic, "orders", ddbavro.Typed)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.cl = cl
+	return h
+}
 
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sink.yaml")
-	body := fmt.Sprintf(`consumer_group: %s
-dead_letters: %s.dlq.sink
-tables_root: %s
-batch: {max_rows: 40, max_age: 200ms}
-checkpoint_interval: 5
-tables:
-  - {name: mirror, topics: [%s], mode: mirror, location: mirror, schema_hints: {v: long}}
-  - {name: mirror_cow, topics: [%[4]s], mode: mirror, mirror_strategy: copy_on_write, location: mirror_cow, buckets: 4, schema_hints: {v: long}}
-  - {name: changelog, topics: [%[4]s], mode: changelog, location: changelog, partition_by: date}
-`, prefix, prefix, dir, topic)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+// config writes the sink's configuration: the consumer group and dead letters of the run, then
+// the rest.
+func (h *crashHarness) config(t *testing.T, rest string) {
+	h.conf = filepath.Join(h.dir, "sink.yaml")
+	body := fmt.Sprintf("consumer_group: %[1]s\ndead_letters: %[1]s.dlq.sink\n", h.prefix) + rest
+	if err := os.WriteFile(h.conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"DDB2DELTA_SINK_KAFKA_BROKERS=" + s.KafkaAddr, "DDB2DELTA_SINK_SCHEMA_REGISTRY_URL=" + s.RegistryURL}
-	start := func() *Process {
-		return Start(t, "sink", bins["sink"], []string{"-config", conf}, append(env, "DDB2DELTA_SINK_HTTP_LISTEN="+FreeAddr(t)))
-	}
+}
 
-	// The producer side: events with increasing sequence numbers, as long as the kills go on.
+func (h *crashHarness) start(t *testing.T, extra ...string) *Process {
+	env := []string{"DDB2DELTA_SINK_KAFKA_BROKERS=" + h.s.KafkaAddr, "DDB2DELTA_SINK_SCHEMA_REGISTRY_URL=" + h.s.RegistryURL, "DDB2DELTA_SINK_HTTP_LISTEN=" + FreeAddr(t)}
+	return Start(t, "sink", h.bin, []string{"-config", h.conf}, append(env, extra...))
+}
+
+// run produces events one per tick while the sink is killed with SIGKILL kills times, after a
+// pause of minPause plus up to jitter each, restarted each time; then made to kill itself at each
+// fault point (the instants random kills may miss), each reached within reach; then started for
+// good, while the producing stops.
+func (h *crashHarness) run(t *testing.T, ctx context.Context, tick time.Duration, kills int, minPause, jitter time.Duration, faults []string, reach time.Duration) {
 	writeCtx, stopWrites := context.WithCancel(ctx)
-	stream := produceOrders(writeCtx, cl, enc, topic, 2*time.Millisecond) // at most 500 events/s
-
-	p := start()
+	defer stopWrites()
+	stream := produceOrders(writeCtx, h.cl, h.enc, h.topic, tick)
+	p := h.start(t)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
-	for kill := range 6 {
-		pause(t, ctx, time.Duration(400+rng.IntN(1600))*time.Millisecond)
+	for kill := range kills {
+		pause(t, ctx, minPause+time.Duration(rng.Int64N(int64(jitter))))
 		if p.Exited() {
 			t.Fatalf("sink exited on its own before kill %d:\n%s", kill, p.Output())
 		}
@@ -104,71 +135,73 @@ tables:
 		if _, err := p.Wait(10 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		p = start()
+		p = h.start(t)
 	}
-	// Then the two instants random kills may miss, exactly: files written but not committed, and
-	// committed but Kafka offsets not.
 	if _, err := p.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"after-parquet:3", "after-commit:2"} {
-		p = Start(t, "sink", bins["sink"], []string{"-config", conf}, append(env, "DDB2DELTA_SINK_HTTP_LISTEN="+FreeAddr(t), "DDB2DELTA_TEST_FAULT="+f))
-		if _, err := p.Wait(2 * time.Minute); err != nil {
-			t.Fatalf("the sink did not reach fault point %s: %v", f, err)
+	for _, f := range faults {
+		p = h.start(t, "DDB2DELTA_TEST_FAULT="+f)
+		if _, err := p.Wait(reach); err != nil {
+			t.Fatalf("the sink did not reach fault point %s: %v\n%s", f, err, p.Output())
 		}
 		if !strings.Contains(p.Output(), "fault injected: SIGKILL at "+strings.Split(f, ":")[0]) {
 			t.Fatalf("the sink exited, but not at fault point %s:\n%s", f, p.Output())
 		}
 	}
-	p = start()
+	h.p = h.start(t)
 	stopWrites()
-	want, produced, err := stream.wait()
-	if err != nil {
+	var err error
+	if h.want, h.produced, err = stream.wait(); err != nil {
 		t.Fatalf("producing: %v", err)
 	}
+	t.Cleanup(func() {
+		if _, err := h.p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+}
 
-	check := func(python, script string) error {
-		changelog, err := readRows(python, s, script, filepath.Join(dir, "changelog"))
+// check waits until delta-rs finds every event once in the changelog and each mirror equal to
+// the fold, then checks that Spark reads the same.
+func (h *crashHarness) check(t *testing.T, within time.Duration, changelog string, mirrors ...string) {
+	read := func(python, script string) error {
+		rows, err := readRows(python, h.s, script, changelog)
 		if err != nil {
 			return err
 		}
 		seen := map[string]bool{}
-		for _, r := range changelog {
+		for _, r := range rows {
 			id := fmt.Sprint(r["_kafka_partition"], "@", r["_kafka_offset"])
 			if seen[id] {
 				t.Fatalf("%s: changelog holds partition@offset %s twice", script, id)
 			}
 			seen[id] = true
 		}
-		if len(seen) != produced {
-			return fmt.Errorf("changelog has %d of %d events", len(seen), produced)
+		if len(seen) != h.produced {
+			return fmt.Errorf("changelog has %d of %d events", len(seen), h.produced)
 		}
-		for _, table := range []string{"mirror", "mirror_cow"} { // deletion vectors, copy-on-write
-			mirror, err := readRows(python, s, script, filepath.Join(dir, table))
+		for _, m := range mirrors {
+			rows, err := readRows(python, h.s, script, m)
 			if err != nil {
 				return err
 			}
 			got := map[string]string{}
-			for _, r := range mirror {
+			for _, r := range rows {
 				got[fmt.Sprint(r["_key"])] = fmt.Sprint(r["v"])
 			}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				return fmt.Errorf("%s has %d items, the fold %d (or values differ)", table, len(got), len(want))
+			if fmt.Sprint(got) != fmt.Sprint(h.want) {
+				return fmt.Errorf("%s has %d items, the fold %d (or values differ)", filepath.Base(m), len(got), len(h.want))
 			}
 		}
 		return nil
 	}
-	stacktest.Eventually(t, 2*time.Minute, "delta-rs reads every event once", func() error {
-		return check(s.DeltaPython, "read_table.py")
+	stacktest.Eventually(t, within, "delta-rs reads every event once", func() error {
+		return read(h.s.DeltaPython, "read_table.py")
 	})
-	// Apache Spark with Delta Lake reads the same.
-	if err := check(s.SparkPython, "spark_read_table.py"); err != nil {
+	if err := read(h.s.SparkPython, "spark_read_table.py"); err != nil { // Apache Spark with Delta Lake reads the same
 		t.Fatalf("Spark: %v", err)
 	}
-	if _, err := p.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
-		t.Error(err)
-	}
-	t.Logf("6 random kills and 2 at fault points during %d events: delta-rs and Spark read each once in the changelog and both mirrors equal the fold (%d items)", produced, len(want))
 }
 
 // readRows reads a table's rows with an independent reader: read_table.py (delta-rs) or

@@ -156,7 +156,7 @@ func openWarehouse(d settings.Databricks) (*sql.DB, error) {
 }
 
 // warehouseTable returns the writer of a table written through the warehouse.
-func warehouseTable(s *settings.Settings, t settings.Table, db *sql.DB, s3api storage.S3API, rt *service.Runtime) (pipeline.TableWriter, error) {
+func warehouseTable(s *settings.Settings, t settings.Table, db *sql.DB, s3api storage.S3API, rt *service.Runtime) (writer.TableWriter, error) {
 	d := s.Databricks
 	id, err := warehouse.ParseIdent(t.DatabricksTable, d.Catalog, d.Schema)
 	if err != nil {

@@ -12,16 +12,6 @@ import (
 	"github.com/ddb2delta/ddb2delta/services/sink/internal/writer"
 )
 
-// TableWriter is what the pipeline drives (pipeline.TableWriter, restated to keep this package
-// free of the pipeline).
-type TableWriter interface {
-	Load(ctx context.Context, assigned map[string][]int32) error
-	NextOffset(topic string, partition int32) int64
-	Write(ctx context.Context, changes []writer.Change, reject func([]writer.Rejected) error) (writer.Result, error)
-	Revoke(parts map[string][]int32)
-	Close()
-}
-
 // Registered writes a table directly (its TableWriter) and registers it in Unity Catalog as an
 // external table over its location, with its lineage, through the warehouse: after its first
 // commit (the events tell the source table and stream), and again when the lineage changes (a
@@ -29,7 +19,7 @@ type TableWriter interface {
 // never waits for the catalog, and a registration that fails is logged and tried again after
 // the next commit.
 type Registered struct {
-	TableWriter
+	writer.TableWriter
 	name     string // the sink's table name
 	id       Ident
 	location string // the table's location as the warehouse names it (s3://…)
@@ -45,7 +35,7 @@ type Registered struct {
 }
 
 // Register wraps the writer of a table at location so that it is registered as id.
-func Register(w TableWriter, name string, id Ident, location string, topics []string, mode string, db *sql.DB, log *slog.Logger) *Registered {
+func Register(w writer.TableWriter, name string, id Ident, location string, topics []string, mode string, db *sql.DB, log *slog.Logger) *Registered {
 	return &Registered{TableWriter: w, name: name, id: id, location: location, log: log,
 		c: &conn{db: db, table: name, log: log, conflictRetries: 20}, lineage: Lineage{Mode: mode, Topics: topics}}
 }
