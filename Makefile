@@ -46,10 +46,7 @@ stack-status: ## what runs where, and its log
 bench: ## benchmarks beside their in-run baselines, then bench-e2e (table + .stack/bench/results.json)
 	scripts/bench
 
-bench-test-databricks: ## the warehouse target and Unity Catalog registration: a fake Databricks warehouse, Spark's Thrift server, kill -9
-	scripts/test databricks
-
-e2e: ## the three services at 5k-100k changes/s from a generated stream, and beside Spark (E2E-BENCH, PEER-BENCH lines)
+bench-e2e: ## the three services at 5k-100k changes/s from a generated stream, and beside Spark (E2E-BENCH, PEER-BENCH lines)
 	scripts/bench-e2e
 
 lint: ## gofmt, go vet and staticcheck (pinned)
