@@ -1,6 +1,6 @@
 # ddb2delta — each target is a line or two; the work is in scripts/.
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit test-integration test-databricks e2e chaos dev show stack-up stack-down stack-status bench bench-e2e lint gen
+.PHONY: help build test test-unit test-integration test-databricks test-k8s e2e chaos dev show stack-up stack-down stack-status bench bench-e2e lint gen
 
 SERVICES := producer enricher sink
 
@@ -21,6 +21,9 @@ test-integration: ## integration tests against the native stack (started if need
 
 test-databricks: ## the warehouse target and Unity Catalog registration: a fake Databricks warehouse, Spark's Thrift server, kill -9
 	scripts/test databricks
+
+test-k8s: ## deploy/: kustomize overlays, KEDA objects, kubeconform, kubectl apply --dry-run=server on a real kube-apiserver, dashboards and alerts
+	scripts/test k8s
 
 e2e: ## the three services on the stack, a workload, the Delta tables checked; prints E2E PASS/FAIL
 	scripts/e2e e2e

@@ -64,6 +64,8 @@ ports_of() {
     s3) echo "$STACK_S3_PORT" ;;
     prometheus) echo "$STACK_PROMETHEUS_PORT" ;;
     thrift) echo "$STACK_SPARK_THRIFT_PORT" ;;
+    etcd) echo "$STACK_ETCD_PORT $STACK_ETCD_PEER_PORT" ;;
+    kube-apiserver) echo "$STACK_KUBE_APISERVER_PORT" ;;
   esac
 }
 

@@ -175,12 +175,13 @@ func repoRoot() (string, error) {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+		// scripts/stack.env, not go.work: deploy/ has a go.work of its own
+		if _, err := os.Stat(filepath.Join(dir, "scripts", "stack.env")); err == nil {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("no go.work above the working directory: run the tests inside the repository")
+			return "", fmt.Errorf("no scripts/stack.env above the working directory: run the tests inside the repository")
 		}
 		dir = parent
 	}
