@@ -128,7 +128,7 @@ func (r *enricherRun) start(id string) *Process {
 	addr := FreeAddr(r.t)
 	state := filepath.Join(os.TempDir(), fmt.Sprintf("enricher-%s-%s", strings.ReplaceAll(r.t.Name(), "/", "_"), id))
 	r.t.Cleanup(func() { os.RemoveAll(state) })
-	p := Start(r.t, id, r.bin, []string{"-config", r.conf}, append(awsEnv(r.s),
+	p := Start(r.t, id, r.bin, []string{"-config", r.conf}, append(AWSEnv(r.s),
 		"DDB2DELTA_ENRICHER_KAFKA_BROKERS="+r.s.KafkaAddr, "DDB2DELTA_ENRICHER_SCHEMA_REGISTRY_URL="+r.s.RegistryURL,
 		"DDB2DELTA_ENRICHER_DYNAMODB_ENDPOINT="+r.s.DynamoDBURL, "DDB2DELTA_ENRICHER_HTTP_LISTEN="+addr,
 		"DDB2DELTA_ENRICHER_REPLICA_ID="+id, "DDB2DELTA_ENRICHER_STATE_DIR="+state))

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddb2delta/ddb2delta/services/platform/stacktest"
 )
 
 // Build compiles the named services (producer, enricher, sink) from the workspace at root into a
@@ -146,4 +148,32 @@ func Get(url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// AWSEnv gives a service the stack's local AWS credentials through the standard variables, as a
+// user's shell or a pod's environment would.
+func AWSEnv(s *stacktest.Stack) []string {
+	return []string{
+		"AWS_ACCESS_KEY_ID=" + s.Env["STACK_AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY=" + s.Env["STACK_AWS_SECRET_ACCESS_KEY"],
+		"AWS_REGION=" + s.Env["STACK_AWS_REGION"], "AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// WaitReady waits up to a minute for p to answer 200 on base+"/readyz", failing the test if it
+// exits first.
+func WaitReady(t testing.TB, p *Process, base string) {
+	t.Helper()
+	stacktest.Eventually(t, 60*time.Second, p.Name+" /readyz", func() error {
+		if p.Exited() {
+			t.Fatalf("%s exited before becoming ready", p.Name)
+		}
+		code, body, err := Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("/readyz = %d %s", code, body)
+		}
+		return nil
+	})
 }

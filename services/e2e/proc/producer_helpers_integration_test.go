@@ -43,7 +43,7 @@ func streamTable(t *testing.T, ctx context.Context, ddb *dynamodb.Client, name s
 
 // producerEnv is the environment a producer binary needs to reach the stack.
 func producerEnv(s *stacktest.Stack) []string {
-	return append(awsEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
+	return append(AWSEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
 		"DDB2DELTA_PRODUCER_DYNAMODB_ENDPOINT="+s.DynamoDBURL)
 }
 

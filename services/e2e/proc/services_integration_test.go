@@ -25,8 +25,8 @@ func TestServicesStartReadyAndStop(t *testing.T) {
 			addr := FreeAddr(t)
 			prefix := "DDB2DELTA_" + strings.ToUpper(name)
 			p := Start(t, name, bins[name], []string{"-config", filepath.Join(s.Root, "deploy", "config", name+".yaml")},
-				append(awsEnv(s), prefix+"_HTTP_LISTEN="+addr))
-			waitReady(t, p, "http://"+addr)
+				append(AWSEnv(s), prefix+"_HTTP_LISTEN="+addr))
+			WaitReady(t, p, "http://"+addr)
 			code, body, err := Get("http://" + addr + "/metrics")
 			if err != nil || code != 200 || !strings.Contains(body, fmt.Sprintf("ddb2delta_%s_build_info", name)) {
 				t.Fatalf("/metrics = %d %v:\n%.500s", code, err, body)
@@ -89,31 +89,5 @@ func TestBadConfigExitsWithEveryProblem(t *testing.T) {
 		if !strings.Contains(p.Output(), want) {
 			t.Errorf("output does not mention %q:\n%s", want, p.Output())
 		}
-	}
-}
-
-func waitReady(t *testing.T, p *Process, base string) {
-	t.Helper()
-	stacktest.Eventually(t, 60*time.Second, p.Name+" /readyz", func() error {
-		if p.Exited() {
-			t.Fatalf("%s exited before becoming ready", p.Name)
-		}
-		code, body, err := Get(base + "/readyz")
-		if err != nil {
-			return err
-		}
-		if code != 200 {
-			return fmt.Errorf("/readyz = %d %s", code, body)
-		}
-		return nil
-	})
-}
-
-// awsEnv gives a service the stack's local AWS credentials through the standard variables, as a
-// user's shell or a pod's environment would.
-func awsEnv(s *stacktest.Stack) []string {
-	return []string{
-		"AWS_ACCESS_KEY_ID=" + s.Env["STACK_AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY=" + s.Env["STACK_AWS_SECRET_ACCESS_KEY"],
-		"AWS_REGION=" + s.Env["STACK_AWS_REGION"], "AWS_EC2_METADATA_DISABLED=true",
 	}
 }

@@ -50,10 +50,10 @@ func TestProducerReadsTheStreamSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := FreeAddr(t)
-	env := append(awsEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
+	env := append(AWSEnv(s), "DDB2DELTA_PRODUCER_KAFKA_BROKERS="+s.KafkaAddr, "DDB2DELTA_PRODUCER_SCHEMA_REGISTRY_URL="+s.RegistryURL,
 		"DDB2DELTA_PRODUCER_DYNAMODB_ENDPOINT="+srv.URL, "DDB2DELTA_PRODUCER_HTTP_LISTEN="+addr)
 	p := Start(t, "producer", bins["producer"], []string{"-config", conf}, env)
-	waitReady(t, p, "http://"+addr)
+	WaitReady(t, p, "http://"+addr)
 	src.Begin()
 	var prog streamsource.Progress
 	stacktest.Eventually(t, time.Minute, "the generation to end", func() error {

@@ -43,6 +43,10 @@ type Table struct {
 
 // New returns the global table name over topic; run it with Run.
 func New(name, topic string, store *Store, opts []kgo.Opt, adm *kadm.Client, dec *serde.Decoder, m *Metrics, log *slog.Logger) *Table {
+	// The counters start at zero, so increase() sees their first event; the gauges are set as
+	// soon as the restore begins (a zero would claim an empty or restored table meanwhile).
+	m.applied.WithLabelValues(name)
+	m.skipped.WithLabelValues(name)
 	return &Table{Name: name, Topic: topic, store: store, opts: opts, adm: adm, dec: dec, metrics: m,
 		log: log.With("global_table", name, "topic", topic), restored: make(chan struct{})}
 }

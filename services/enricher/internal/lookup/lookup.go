@@ -75,6 +75,7 @@ func New(ctx context.Context, cfg Config, api API, m *Metrics, log *slog.Logger)
 	for _, d := range out.Table.AttributeDefinitions {
 		l.KeyTypes[aws.ToString(d.AttributeName)] = string(d.AttributeType)
 	}
+	m.init(cfg.Name)
 	return l, nil
 }
 
@@ -253,4 +254,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.requests, m.cache, m.cacheEntries, m.latency)
 	return m
+}
+
+// init creates a lookup's series at zero: a dashboard shows it from the start, and increase()
+// sees a counter's first event (a series born at 1 has no increase).
+func (m *Metrics) init(lookup string) {
+	for _, r := range []string{"ok", "throttled", "unprocessed", "error"} {
+		m.requests.WithLabelValues(lookup, r)
+	}
+	m.cache.WithLabelValues(lookup, "hit")
+	m.cache.WithLabelValues(lookup, "miss")
+	m.cacheEntries.WithLabelValues(lookup) // the cache starts empty
+	m.latency.WithLabelValues(lookup)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ddb2delta/ddb2delta/services/enricher/internal/keys"
 )
@@ -160,5 +161,23 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	if _, _, fresh := c.get("a", now.Add(time.Minute)); fresh {
 		t.Error("a outlived its TTL")
+	}
+}
+
+// TestLookupMetricsExistBeforeTheFirstCall: a lookup's series are exported at zero once it is
+// created, every request result included, so an increase() alert sees the first error.
+func TestLookupMetricsExistBeforeTheFirstCall(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := New(context.Background(), Config{Name: "products", Table: "products", MaxEntries: 10, TTL: time.Minute, RateLimit: 1},
+		&fakeTable{}, NewMetrics(reg), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]int{
+		"ddb2delta_enricher_lookup_requests_total": 4, "ddb2delta_enricher_lookup_cache_total": 2,
+		"ddb2delta_enricher_lookup_cache_entries": 1, "ddb2delta_enricher_lookup_request_seconds": 1,
+	} {
+		if got := testutil.CollectAndCount(reg, name); got != n {
+			t.Errorf("%s: %d series, want %d", name, got, n)
+		}
 	}
 }

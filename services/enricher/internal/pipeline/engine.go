@@ -42,6 +42,7 @@ func New(ctx context.Context, s *settings.Settings, src Sources, reg *serde.Regi
 			return nil, err
 		}
 		e.pipelines = append(e.pipelines, c)
+		m.init(c)
 		for _, in := range p.Inputs {
 			e.byTopic[in] = append(e.byTopic[in], c)
 			if e.needs[in] == nil {

@@ -26,3 +26,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		joins: counter("join_lookups_total", "Join lookups by result: hit or miss.", "pipeline", "join", "result"),
 	}
 }
+
+// deadLetterClasses are the classes a dead letter's failure has (see fail).
+var deadLetterClasses = []string{"decode", "expression", "join", "key", "schema"}
+
+// init creates a pipeline's series at zero when it is compiled: a dashboard shows every pipeline
+// from the start, and increase() sees a counter's first event (a series born at 1 has no increase).
+func (m *Metrics) init(c *compiled) {
+	for _, v := range []*prometheus.CounterVec{m.in, m.out, m.filtered, m.dropped} {
+		v.WithLabelValues(c.name)
+	}
+	for _, class := range deadLetterClasses {
+		m.deadLetters.WithLabelValues(c.name, class)
+	}
+	for _, j := range c.joins {
+		m.joins.WithLabelValues(c.name, j.as, "hit")
+		m.joins.WithLabelValues(c.name, j.as, "miss")
+	}
+}

@@ -206,6 +206,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_enricher_lag_records",
 			Help: "Records between the last fetched offset and the high watermark, per input partition."}, []string{"topic", "partition"}),
 	}
+	// Every result from the start, so increase() sees the first failure (a series born at 1 has
+	// no increase).
+	for _, r := range []string{"committed", "aborted", "failed"} {
+		m.transactions.WithLabelValues(r)
+	}
 	reg.MustRegister(m.transactions, m.latency, m.records, m.lag)
 	return m
 }

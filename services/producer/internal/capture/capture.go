@@ -155,6 +155,9 @@ func New(cfg Config, reg *serde.Registry, api streams.API, tables DynamoDB, leas
 	}
 	c := &Capture{cfg: cfg, log: log, reg: reg, api: api, tables: tables, leases: leases, metrics: m,
 		stalls: newStalls(cfg.StallTimeout, m.shardStalled, log), discovery: streams.NewDiscovery(api, cfg.DescribeRate, cfg.FullListing)}
+	for _, t := range cfg.Tables {
+		m.initTable(t)
+	}
 	c.discovery.Calls = func() { m.describeCalls.Inc() }
 	c.discovery.Throttled = func() { m.describeThrottles.Inc() }
 	leases.SetAccept(c.accepts)
@@ -504,6 +507,7 @@ func (tc *tableCapture) runShard(ctx context.Context, table changes.Table, shard
 	if cp.End {
 		return true, nil
 	}
+	tc.c.metrics.initShard(table.Name, shard)
 	// How long the claim's transaction and reading it back took: a slow read-back means the
 	// checkpoint partition's last stable offset lags (transactions open long in it).
 	log.Info("reading shard", "after", cp.After, "claim_s", claimed.Seconds(), "read_back_s", readBack.Seconds())

@@ -69,3 +69,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.snapshotRows, m.snapshotUnits, m.snapshotRemaining)
 	return m
 }
+
+// The series below are created at zero as soon as their labels are known: a table's when the
+// producer starts, a shard's when it is claimed. A dashboard then shows every table from the first
+// scrape, and increase() sees a counter's first event (a series born at 1 has no increase).
+// Gauges whose zero would be a false reading (a commit timestamp, a record age) are left unset
+// until they are measured.
+
+// initTable creates the series of a configured table.
+func (m *Metrics) initTable(t Table) {
+	for _, v := range []*prometheus.CounterVec{m.bytes, m.throttles, m.deadLetters, m.streamGaps, m.skipped, m.snapshotRows, m.snapshotUnits} {
+		v.WithLabelValues(t.Name)
+	}
+	m.getRecords.WithLabelValues(t.Name)
+	m.commit.WithLabelValues(t.Name)
+	m.shardsActive.WithLabelValues(t.Name)
+	if t.Snapshot == nil || !t.Snapshot.Initial {
+		// Nothing to load; a table with an initial snapshot reports its segments once planned.
+		m.snapshotRemaining.WithLabelValues(t.Name)
+	}
+}
+
+// initShard creates the series of a shard this replica has claimed. The stalled gauge keeps its
+// value: a shard restarted after failures may be stalled already.
+func (m *Metrics) initShard(table, shard string) {
+	m.records.WithLabelValues(table, shard)
+	m.dataLoss.WithLabelValues(table, shard)
+	m.shardStalled.WithLabelValues(table, shard)
+}

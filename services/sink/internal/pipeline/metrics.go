@@ -50,6 +50,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ddb2delta_sink_commit_failures_total",
 			Help: "Batches whose commit failed; the pipeline resumed from the tables' offsets."}),
 	}
+	for _, class := range []string{"decode", "mapping"} {
+		m.deadLetters.WithLabelValues(class)
+	}
 	reg.MustRegister(m.rows, m.bytes, m.commit, m.batchAge, m.latency, m.files, m.version, m.lag, m.skipped, m.stale, m.deadLetters, m.rescued, m.failures)
 	return m
+}
+
+// initTable creates a table's series at zero when the pipeline is built: a dashboard shows every
+// table from the start, and increase() sees a counter's first event (a series born at 1 has no
+// increase). The files and version gauges wait for the table's first commit: a zero would be a
+// false reading, and a warehouse table never sets them.
+func (m *Metrics) initTable(table string) {
+	for _, v := range []*prometheus.CounterVec{m.rows, m.bytes, m.skipped, m.stale, m.rescued} {
+		v.WithLabelValues(table)
+	}
+	for _, v := range []*prometheus.HistogramVec{m.commit, m.batchAge, m.latency} {
+		v.WithLabelValues(table)
+	}
 }

@@ -97,6 +97,7 @@ func New(cfg Config, dec *serde.Decoder, dlq *serde.DeadLetterEncoder, m *Metric
 	for _, t := range cfg.Tables {
 		ts := &tableState{Table: t}
 		p.tables = append(p.tables, ts)
+		m.initTable(t.Name)
 		for _, topic := range t.Topics {
 			p.byTopic[topic] = append(p.byTopic[topic], ts)
 		}
