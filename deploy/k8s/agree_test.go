@@ -32,7 +32,11 @@ type effective struct {
 	ConsumerGroup string
 	DynamoDB      struct{ Region string }
 	Topics        struct{ Partitions int }
-	Tables        []struct{ Name string }
+	Tables        []struct {
+		Name   string
+		Topics []string // the sink's tables
+	}
+	Pipelines []struct{ Inputs []string } // the enricher's
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -255,6 +256,19 @@ func TestKedaObjects(t *testing.T) {
 				so.Spec.Advanced.HorizontalPodAutoscalerConfig.Behavior.ScaleDown == nil {
 				t.Error("no HPA scale-down behavior: every replica change rebalances a group or moves leases")
 			}
+			// What KEDA's webhook warns about: with the HPA driving (minReplicaCount above 0),
+			// pollingInterval only matters for cached metrics, and cooldownPeriod never.
+			if so.Spec.PollingInterval != nil && !so.IsPollingIntervalRelevant() {
+				t.Error("pollingInterval has no effect: the HPA queries the triggers itself (set useCachedMetrics)")
+			}
+			if so.Spec.CooldownPeriod != nil && so.Spec.MinReplicaCount != nil && *so.Spec.MinReplicaCount > 0 {
+				t.Error("cooldownPeriod has no effect: it only applies to scaling to zero")
+			}
+			for _, tr := range so.Spec.Triggers {
+				if !tr.UseCachedMetrics {
+					t.Errorf("trigger %s: without useCachedMetrics every HPA query (15 s) reaches Kafka or DynamoDB Streams", tr.Type)
+				}
+			}
 			if find(objs, "Deployment", so.Spec.ScaleTargetRef.Name) == nil {
 				t.Errorf("scaleTargetRef %s is not a Deployment of the overlay", so.Spec.ScaleTargetRef.Name)
 			}
@@ -341,6 +355,25 @@ func checkTriggersAgree(t *testing.T, svc string, so kedav1alpha1.ScaledObject, 
 	cfg := cfgs[svc]
 	switch svc {
 	case "enricher", "sink":
+		inputs := map[string]bool{}
+		for _, p := range cfg.Pipelines {
+			for _, in := range p.Inputs {
+				inputs[in] = true
+			}
+		}
+		for _, tb := range cfg.Tables {
+			for _, in := range tb.Topics {
+				inputs[in] = true
+			}
+		}
+		topics := map[string]bool{}
+		for _, tr := range so.Spec.Triggers {
+			topics[tr.Metadata["topic"]] = true
+		}
+		// A trigger without a topic sees only topics the group has committed on: one per input.
+		if !maps.Equal(inputs, topics) {
+			t.Errorf("%s: kafka triggers for topics %v, the service reads %v", svc, slices.Sorted(maps.Keys(topics)), slices.Sorted(maps.Keys(inputs)))
+		}
 		for _, tr := range so.Spec.Triggers {
 			if tr.Type != "kafka" {
 				t.Errorf("%s: trigger %s, want kafka (consumer lag)", svc, tr.Type)

@@ -219,6 +219,9 @@ func TestWorkloadsAreHardened(t *testing.T) {
 			if fmt.Sprint(get(pdb, "spec", "maxUnavailable")) != "1" {
 				t.Errorf("%s: PodDisruptionBudget ddb2delta-%s: maxUnavailable %v, want 1", dir, s, get(pdb, "spec", "maxUnavailable"))
 			}
+			if str(pdb, "spec", "unhealthyPodEvictionPolicy") != "AlwaysAllow" {
+				t.Errorf("%s: PodDisruptionBudget ddb2delta-%s: unready pods (an outage) would block node drains", dir, s)
+			}
 			if !sameLabels(get(pdb, "spec", "selector", "matchLabels"), get(d, "spec", "selector", "matchLabels")) {
 				t.Errorf("%s: PodDisruptionBudget ddb2delta-%s does not select the Deployment's pods", dir, s)
 			}
