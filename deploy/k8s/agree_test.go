@@ -43,6 +43,7 @@ var (
 	binsOnce sync.Once
 	bins     map[string]string
 	binsRoot string
+	binsDir  string // removed by TestMain
 )
 
 // binaries builds the three services once for the package's tests.
@@ -58,6 +59,7 @@ func binaries(t *testing.T) (map[string]string, string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		binsDir = dir
 		args := []string{"build", "-o", dir + string(os.PathSeparator)}
 		bins = map[string]string{}
 		for _, svc := range services {

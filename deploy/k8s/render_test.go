@@ -280,5 +280,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "run the tests from deploy/k8s:", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binsDir != "" {
+		os.RemoveAll(binsDir) // the service binaries the package's tests shared
+	}
+	os.Exit(code)
 }
