@@ -108,15 +108,15 @@ type Coordinator struct {
 	// confirmed is when the last successful scan started: every held lease's owner was read
 	// after that instant. A lease not confirmed within two thirds of the duration is not used.
 	confirmed time.Time
-	warned  map[string]bool      // replicas reported as speaking another lease protocol
-	seen    map[string]*observed // every lease and worker item, as last scanned
-	scanned bool                 // seen holds a scan
-	counter int64                // our worker heartbeat
-	stolen  bool                 // the worker item was taken by another process: hold nothing
-	accept  func(key string) bool
-	pin     func(key string) bool // leases never stolen for balance
-	subs    []chan struct{}       // told when a lease is taken
-	groups  map[string][]string
+	warned    map[string]bool      // replicas reported as speaking another lease protocol
+	seen      map[string]*observed // every lease and worker item, as last scanned
+	scanned   bool                 // seen holds a scan
+	counter   int64                // our worker heartbeat
+	stolen    bool                 // the worker item was taken by another process: hold nothing
+	accept    func(key string) bool
+	pin       func(key string) bool // leases never stolen for balance
+	subs      []chan struct{}       // told when a lease is taken
+	groups    map[string][]string
 }
 
 // Subscribe returns a channel that receives (without blocking the coordinator; signals merge)
