@@ -127,20 +127,24 @@ def s3_settings(location, opts):
     return "s3a://" + location[len("s3://"):], conf
 
 
-def spark_session(jars, hadoop_conf, workdir):
+def spark_session(jars, hadoop_conf, workdir, cores=1, long_lived=False):
+    """A local Spark session with Delta Lake. cores: task threads. long_lived: a session that runs
+    hundreds of queries (the JIT's optimizing compiler pays for itself) rather than a few."""
     from pyspark.sql import SparkSession
 
     log4j = os.path.join(workdir, "log4j2.properties")
     with open(log4j, "w") as f:
         f.write(LOG4J2)
-    # JVM warnings to stderr (stdout carries the JSON); C1 only and serial GC: a short-lived JVM
-    # on a small table starts its work sooner.
+    # JVM warnings to stderr (stdout carries the JSON); serial GC and, for a short-lived JVM on a
+    # small table, C1 only: it starts its work sooner.
     java_opts = (
         f"-Dlog4j2.configurationFile=file:{log4j} -Duser.timezone=UTC"
-        " -Xlog:disable -Xlog:all=warning:stderr -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+        " -Xlog:disable -Xlog:all=warning:stderr -XX:+UseSerialGC"
     )
+    if not long_lived:
+        java_opts += " -XX:TieredStopAtLevel=1"
     b = (
-        SparkSession.builder.master("local[1]")
+        SparkSession.builder.master(f"local[{cores}]")
         .appName(PROG)
         .config("spark.jars", ",".join(jars))
         .config("spark.driver.memory", "1g")
