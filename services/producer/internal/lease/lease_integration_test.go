@@ -214,7 +214,8 @@ func (c *countingWrites) PutItem(ctx context.Context, in *dynamodb.PutItemInput,
 // failing makes a replica lose DynamoDB: while down, every call fails.
 type failing struct {
 	API
-	down bool
+	down      bool // every call fails
+	scansDown bool // scans fail, heartbeats land: a slow or failing Scan on a loaded lease table
 }
 
 func (f *failing) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
@@ -225,22 +226,8 @@ func (f *failing) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, 
 }
 
 func (f *failing) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if f.down {
+	if f.down || f.scansDown {
 		return nil, errors.New("connection refused")
-	}
-	return f.API.Scan(ctx, in, opts...)
-}
-
-// scanFailing fails scans only: a replica whose heartbeats land but whose scans do not finish
-// (a slow or failing Scan on a loaded lease table).
-type scanFailing struct {
-	API
-	down bool
-}
-
-func (f *scanFailing) Scan(ctx context.Context, in *dynamodb.ScanInput, opts ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if f.down {
-		return nil, errors.New("scan timed out")
 	}
 	return f.API.Scan(ctx, in, opts...)
 }
@@ -261,9 +248,7 @@ func TestStolenLeaseNotUsedByBothWhileScansFail(t *testing.T) {
 	if count["a"] != 6 {
 		t.Fatalf("a alone holds %v, want all 6", count)
 	}
-	f := &scanFailing{API: a.api}
-	a.api = f
-	f.down = true
+	a.api = &failing{API: a.api, scansDown: true}
 	ctx := stacktest.Context(t, time.Minute)
 	usedByB := 0
 	for step := 0; step < 30; step++ {
