@@ -1,6 +1,15 @@
 package capture
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// releasedCounterRetention is how long a released shard's counters stay exported: several scrapes
+// and an alert's increase() window (15 minutes) see their last increments before they go.
+const releasedCounterRetention = 20 * time.Minute
 
 // Metrics are the producer's Prometheus metrics.
 type Metrics struct {
@@ -23,6 +32,11 @@ type Metrics struct {
 	snapshotRows      *prometheus.CounterVec
 	snapshotUnits     *prometheus.CounterVec
 	snapshotRemaining *prometheus.GaugeVec
+
+	// after schedules a released shard's counters' deletion (time.AfterFunc; tests replace it).
+	after  func(time.Duration, func())
+	mu     sync.Mutex
+	claims map[[2]string]uint64 // by table, shard: claims so far, to tell a release from a re-claim
 }
 
 // NewMetrics registers the metrics with reg.
@@ -65,6 +79,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ddb2delta_producer_snapshot_segments_remaining",
 			Help: "Snapshot segments not finished yet (0 once the snapshot is complete)."}, []string{"table"}),
 	}
+	m.after = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	m.claims = map[[2]string]uint64{}
 	reg.MustRegister(m.records, m.bytes, m.getRecords, m.commit, m.throttles, m.dataLoss, m.deadLetters, m.shardsActive, m.lastCommit, m.recordAge, m.shardStalled, m.streamGaps, m.skipped, m.describeCalls, m.describeThrottles,
 		m.snapshotRows, m.snapshotUnits, m.snapshotRemaining)
 	return m
@@ -93,7 +109,40 @@ func (m *Metrics) initTable(t Table) {
 // initShard creates the series of a shard this replica has claimed. The stalled gauge keeps its
 // value: a shard restarted after failures may be stalled already.
 func (m *Metrics) initShard(table, shard string) {
+	m.mu.Lock()
+	m.claims[[2]string{table, shard}]++
+	m.mu.Unlock()
 	m.records.WithLabelValues(table, shard)
 	m.dataLoss.WithLabelValues(table, shard)
 	m.shardStalled.WithLabelValues(table, shard)
+}
+
+// releaseShard drops the series of a shard this replica stopped reading (finished, or its lease
+// went to another replica), so that a long-running producer does not export every shard it ever
+// read (a shard lives about four hours). Its gauges go at once: a frozen record age or commit
+// time of a shard read elsewhere, or no longer at all, is a false reading (the record age alert
+// would fire on it forever, a dashboard's checkpoint age would grow without end). Its counters go
+// after releasedCounterRetention, unless the shard is claimed again meanwhile, so that increase()
+// sees their last increments (a data loss counted just before the release still alerts). Its
+// stalled gauge belongs to the stall tracker (stalls.forget).
+func (m *Metrics) releaseShard(table, shard string) {
+	m.lastCommit.DeleteLabelValues(table, shard)
+	m.recordAge.DeleteLabelValues(table, shard)
+	k := [2]string{table, shard}
+	m.mu.Lock()
+	claim, ok := m.claims[k]
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	m.after(releasedCounterRetention, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.claims[k] != claim {
+			return // claimed again: its series are in use
+		}
+		delete(m.claims, k)
+		m.records.DeleteLabelValues(table, shard)
+		m.dataLoss.DeleteLabelValues(table, shard)
+	})
 }

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -50,5 +51,53 @@ func TestMetricsExistBeforeTheFirstEvent(t *testing.T) {
 	m.initShard("orders", "shardId-1")
 	if v := testutil.ToFloat64(m.shardStalled.WithLabelValues("orders", "shardId-1")); v != 1 {
 		t.Errorf("claiming a stalled shard again reset its stalled gauge to %v", v)
+	}
+}
+
+// TestReleasedShardSeriesGo: a shard this replica stopped reading stops being exported: its
+// gauges at once, its counters after the retention unless it is claimed again meanwhile.
+func TestReleasedShardSeriesGo(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	var scheduled []func()
+	m.after = func(d time.Duration, f func()) {
+		if d < 15*time.Minute {
+			t.Errorf("counters deleted %s after the release, before a 15-minute increase() window", d)
+		}
+		scheduled = append(scheduled, f)
+	}
+	count := func(name string) int { return testutil.CollectAndCount(reg, name) }
+	claim := func(shard string) {
+		m.initShard("orders", shard)
+		m.records.WithLabelValues("orders", shard).Add(10)
+		m.lastCommit.WithLabelValues("orders", shard).SetToCurrentTime()
+		m.recordAge.WithLabelValues("orders", shard).Set(2000) // above the alert's 900 s
+	}
+	claim("shard-a")
+	claim("shard-b")
+	m.releaseShard("orders", "shard-a")
+	m.releaseShard("orders", "shard-b")
+	if n := count("ddb2delta_producer_record_age_seconds"); n != 0 {
+		t.Errorf("%d record age series left after the release: a frozen age of a shard no longer read alerts forever", n)
+	}
+	if n := count("ddb2delta_producer_last_commit_timestamp_seconds"); n != 0 {
+		t.Errorf("%d commit time series left after the release", n)
+	}
+	if n := count("ddb2delta_producer_records_total"); n != 2 {
+		t.Errorf("%d records series right after the release, want both until the retention passes", n)
+	}
+	m.initShard("orders", "shard-b") // claimed again (its lease came back) before the retention
+	if len(scheduled) != 2 {
+		t.Fatalf("%d deletions scheduled, want 2", len(scheduled))
+	}
+	for _, f := range scheduled {
+		f()
+	}
+	lbl := func(shard string) prometheus.Labels { return prometheus.Labels{"table": "orders", "shard": shard} }
+	if n := count("ddb2delta_producer_records_total"); n != 1 || !m.records.Delete(lbl("shard-b")) {
+		t.Errorf("after the retention: %d records series, want only shard-b's (claimed again)", n)
+	}
+	if n := count("ddb2delta_producer_data_loss_total"); n != 1 || !m.dataLoss.Delete(lbl("shard-b")) {
+		t.Errorf("after the retention: %d data loss series, want only shard-b's", n)
 	}
 }

@@ -132,8 +132,14 @@ func (tc *tableCapture) start(ctx context.Context, key, name string, running map
 				tc.c.limits.forget(tc.topic, tc.c.cfg.DeadLetterTopic)
 			}
 			tc.c.stalls.failed(tc.t.Name, name, err)
-		case fin || sctx.Err() != nil:
+		case fin || err == nil || sctx.Err() != nil:
+			// Finished, or stopped because its lease went elsewhere (the table loop
+			// cancelled it, or the run saw it first and returned): this replica no longer
+			// reads it. (Forgetting only cancelled runs left a shard whose run saw the lease
+			// lost between reading and publishing pending forever: stalled, and /readyz
+			// failing, on a replica that no longer read it.)
 			tc.c.stalls.forget(tc.t.Name, name)
+			tc.c.metrics.releaseShard(tc.t.Name, name)
 		}
 		select {
 		case done <- shardDone{key: key, run: run, finished: fin, err: err}:

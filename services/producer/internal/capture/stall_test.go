@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,5 +63,39 @@ func TestStallsSurviveRestarts(t *testing.T) {
 	}
 	if got := restartBackoff(40); got != 30*time.Second {
 		t.Errorf("backoff is not capped: %s", got)
+	}
+}
+
+// TestShardStoppedForLostLeaseIsForgotten: a run that stops by itself because its lease went to
+// another replica (between reading a page and publishing it) leaves no stall behind: this replica
+// no longer reads the shard, so it must not turn unready over it once the limit passes; and the
+// shard's gauges are no longer exported here.
+func TestShardStoppedForLostLeaseIsForgotten(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	s := newStalls(time.Minute, m.shardStalled, slog.New(slog.DiscardHandler))
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	tc := &tableCapture{c: &Capture{stalls: s, metrics: m}, t: Table{Name: "orders"}}
+	ctx := context.Background()
+	running := map[string]shardRun{}
+	done := make(chan shardDone, 1)
+	var wg sync.WaitGroup
+	tc.start(ctx, "arn|shard-1", "shard-1", running, done, &wg, func(context.Context) (bool, error) {
+		m.initShard("orders", "shard-1")
+		m.recordAge.WithLabelValues("orders", "shard-1").Set(5)
+		s.read("orders", "shard-1", 3) // a page read…
+		return false, nil              // …and the lease found lost before publishing it
+	})
+	wg.Wait()
+	if d := <-done; d.finished || d.err != nil {
+		t.Fatalf("run ended %+v", d)
+	}
+	now = now.Add(2 * time.Minute)
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("a shard this replica stopped reading makes it unready: %v", err)
+	}
+	if n := testutil.CollectAndCount(reg, "ddb2delta_producer_record_age_seconds"); n != 0 {
+		t.Errorf("%d record age series left for a shard no longer read", n)
 	}
 }
