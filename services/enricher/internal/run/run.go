@@ -84,6 +84,9 @@ func (l *Loop) session(ctx context.Context) error {
 		kgo.TransactionalID(l.cfg.TransactionalID),
 		kgo.TransactionTimeout(l.cfg.TransactionTimeout),
 		kgo.SessionTimeout(sessionTimeout),
+		// The lag of partitions that went to another replica stops being exported here.
+		kgo.OnPartitionsRevoked(l.metrics.forgetPartitions),
+		kgo.OnPartitionsLost(l.metrics.forgetPartitions),
 	)...)
 	if err != nil {
 		return fmt.Errorf("creating the transactional session: %w", err)
@@ -184,6 +187,18 @@ func (l *Loop) lag(fs kgo.Fetches) {
 		total += lag + int64(len(p.Records))
 	})
 	l.progress.SetPending(total)
+}
+
+// forgetPartitions drops the lag of partitions this replica no longer reads (revoked, lost, or
+// left with the group). Frozen at its last value, a moved partition's lag would be counted twice
+// in a sum, and on a replica left without partitions it would hold the "not committing" alert
+// (lag above 0 and no commits) firing.
+func (m *Metrics) forgetPartitions(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+	for topic, ps := range parts {
+		for _, p := range ps {
+			m.lag.DeleteLabelValues(topic, strconv.Itoa(int(p)))
+		}
+	}
 }
 
 // Metrics are the loop's metrics.

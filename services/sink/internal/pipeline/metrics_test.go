@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -28,5 +29,21 @@ func TestMetricsExistBeforeTheFirstBatch(t *testing.T) {
 		if got := testutil.CollectAndCount(reg, name); got != n {
 			t.Errorf("%s: %d series, want %d", name, got, n)
 		}
+	}
+}
+
+// TestLagOfMovedPartitionsGoes: a partition revoked or lost stops being reported here: its new
+// owner reports it, and a frozen value would hold the "not committing" alert on this replica.
+func TestLagOfMovedPartitionsGoes(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	p := New(Config{}, nil, nil, m, health.NewProgress(time.Minute), slog.New(slog.DiscardHandler))
+	for _, part := range []string{"0", "1", "2"} {
+		m.lag.WithLabelValues("cdc.orders", part).Set(50)
+	}
+	p.lost(context.Background(), nil, map[string][]int32{"cdc.orders": {0}})
+	p.revoked(context.Background(), nil, map[string][]int32{"cdc.orders": {2}})
+	if n := testutil.CollectAndCount(reg, "ddb2delta_sink_consumer_lag"); n != 1 || testutil.ToFloat64(m.lag.WithLabelValues("cdc.orders", "1")) != 50 {
+		t.Errorf("%d lag series after partitions 0 and 2 moved, want partition 1's only", n)
 	}
 }

@@ -436,6 +436,10 @@ func (p *Pipeline) drop(parts map[string][]int32) {
 	for topic, ps := range parts {
 		for _, part := range ps {
 			delete(p.assigned[topic], part)
+			// Its lag is another replica's to report now: frozen here, it would be counted
+			// twice in a sum, and on a replica left without partitions it would hold the "not
+			// committing" alert (lag above 0 and no commits) firing.
+			p.metrics.lag.DeleteLabelValues(topic, fmt.Sprint(part))
 		}
 	}
 	for _, t := range p.tables {
