@@ -191,8 +191,8 @@ func (l *Loop) lag(fs kgo.Fetches) {
 
 // forgetPartitions drops the lag of partitions this replica no longer reads (revoked, lost, or
 // left with the group). Frozen at its last value, a moved partition's lag would be counted twice
-// in a sum, and on a replica left without partitions it would hold the "not committing" alert
-// (lag above 0 and no commits) firing.
+// in a sum, and would keep the job's lag above 0 once the input goes quiet: the "not committing"
+// alert (lag above 0 and no commits for 10 minutes) would fire.
 func (m *Metrics) forgetPartitions(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
 	for topic, ps := range parts {
 		for _, p := range ps {

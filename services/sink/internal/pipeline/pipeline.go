@@ -437,8 +437,8 @@ func (p *Pipeline) drop(parts map[string][]int32) {
 		for _, part := range ps {
 			delete(p.assigned[topic], part)
 			// Its lag is another replica's to report now: frozen here, it would be counted
-			// twice in a sum, and on a replica left without partitions it would hold the "not
-			// committing" alert (lag above 0 and no commits) firing.
+			// twice in a sum, and would keep the job's lag above 0 once the input goes quiet:
+			// the "not committing" alert (lag above 0 and no commits for 10 minutes) would fire.
 			p.metrics.lag.DeleteLabelValues(topic, fmt.Sprint(part))
 		}
 	}
