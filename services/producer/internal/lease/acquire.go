@@ -119,17 +119,12 @@ func (c *Coordinator) acquire(ctx context.Context) (taken int) {
 	if mine < share && victim != "" {
 		if c.take(ctx, victim, victimObs) {
 			taken++
-			// Its previous owner learns of it at its next scan: until then both would read
-			// the shard (two readers share its five GetRecords calls a second, and the
-			// calls over it are throttled) and the previous owner could still commit a
-			// page. It stops using the lease once no scan that started in the last two
-			// thirds of the duration saw it owning it (fresh), whenever its scans end: so
-			// wait two thirds of the duration from the take, and a tenth more for a read
-			// it started just before. (Waiting only for its next scan, a third of the
-			// duration, let the two replicas overlap when scans were slow on a loaded
-			// machine: CI saw two throttled calls.)
+			// Its previous owner learns of it at its next scan (a third of the duration
+			// from now at most): until then both would read the shard (Streams allows two
+			// readers, at five calls a second between them) and the previous owner could
+			// still commit a page. Wait that long before using the lease.
 			c.mu.Lock()
-			c.usable[victim] = c.now().Add(c.cfg.Duration*2/3 + c.cfg.Duration/10)
+			c.usable[victim] = c.now().Add(c.cfg.Duration/3 + c.cfg.Duration/10)
 			c.mu.Unlock()
 			c.log.Info("took a lease from an over-loaded replica", "lease", victim, "from", victimObs.owner)
 		}

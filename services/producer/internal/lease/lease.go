@@ -105,18 +105,15 @@ type Coordinator struct {
 	held    map[string]int64     // lease key → the counter we took it at
 	beat    time.Time            // local time our last successful heartbeat started
 	usable  map[string]time.Time // lease key → when a lease taken from a live replica may be used
-	// confirmed is when the last successful scan started: every held lease's owner was read
-	// after that instant. A lease not confirmed within two thirds of the duration is not used.
-	confirmed time.Time
-	warned    map[string]bool      // replicas reported as speaking another lease protocol
-	seen      map[string]*observed // every lease and worker item, as last scanned
-	scanned   bool                 // seen holds a scan
-	counter   int64                // our worker heartbeat
-	stolen    bool                 // the worker item was taken by another process: hold nothing
-	accept    func(key string) bool
-	pin       func(key string) bool // leases never stolen for balance
-	subs      []chan struct{}       // told when a lease is taken
-	groups    map[string][]string
+	warned  map[string]bool      // replicas reported as speaking another lease protocol
+	seen    map[string]*observed // every lease and worker item, as last scanned
+	scanned bool                 // seen holds a scan
+	counter int64                // our worker heartbeat
+	stolen  bool                 // the worker item was taken by another process: hold nothing
+	accept  func(key string) bool
+	pin     func(key string) bool // leases never stolen for balance
+	subs    []chan struct{}       // told when a lease is taken
+	groups  map[string][]string
 }
 
 // Subscribe returns a channel that receives (without blocking the coordinator; signals merge)
@@ -293,14 +290,11 @@ func (c *Coordinator) Held(key string) bool {
 
 // fresh reports whether a held lease may be used: this replica's heartbeat succeeded within two
 // thirds of the lease duration, so that it stops using its leases before any other replica can
-// see them expire (others wait the whole duration after they last saw the heartbeat move); a scan
-// that started within two thirds of the duration saw this replica still owning them, so that a
-// replica taking one for balance knows when the previous owner has stopped using it however slow
-// its scans are (see acquire); and a lease taken from a live replica has waited for that. The
-// caller holds mu.
+// see them expire (others wait the whole duration after they last saw the heartbeat move), and a
+// lease taken from a live replica has waited for that replica to learn it. The caller holds mu.
 func (c *Coordinator) fresh(key string) bool {
 	now := c.now()
-	return now.Sub(c.beat) < c.cfg.Duration*2/3 && now.Sub(c.confirmed) < c.cfg.Duration*2/3 && !now.Before(c.usable[key])
+	return now.Sub(c.beat) < c.cfg.Duration*2/3 && !now.Before(c.usable[key])
 }
 
 // Finish marks a shard's lease finished (its shard was read to the end) and releases it.
@@ -440,7 +434,6 @@ func (c *Coordinator) scan(ctx context.Context) error {
 	}
 	c.seen = fresh
 	c.scanned = true
-	c.confirmed = now
 	for k, o := range fresh {
 		if id, ok := strings.CutPrefix(k, workerPrefix); ok && o.owner != "" && o.protocol != protocol && !c.warned[id] {
 			c.warned[id] = true
