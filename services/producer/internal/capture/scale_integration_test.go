@@ -583,8 +583,10 @@ func TestScaleSimulation(t *testing.T) {
 	}
 	// A killed replica's shards wait for its leases to expire (the lease duration, as the others
 	// observe it from their scans every third of it), then for a reader to start: about 5 s here
-	// (4.5 s measured alone). The bound allows for a loaded machine (8.2 s was seen with the whole
+	// (4.5 s measured alone). The bound allows for a busy machine (8.2 s was seen with the whole
 	// suite running) while still failing for a shard left to a restart backoff or an untaken lease.
+	// Beside the other integration packages it was exceeded (13.7 s in CI, lease rounds running
+	// slow): make test runs this test alone (scripts/test).
 	bound := 3*sc.lease + 2*sc.rescan
 	if res.maxUnread > bound {
 		t.Errorf("shard %s went unread for %s, longer than a lease takeover (%s)", res.maxUnreadShard, res.maxUnread, bound)
