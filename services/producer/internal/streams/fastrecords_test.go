@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -17,27 +18,29 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 )
 
-// replay serves the bodies it is given, in turn, as GetRecords responses.
+// replay answers each request with the next of the bodies it is given, as a GetRecords response,
+// in process: the SDK's middleware and deserializer run as over the network, without a loopback
+// connection to fail (one was once closed under the client mid-read on a loaded machine).
 type replay struct {
 	mu     sync.Mutex
 	bodies []string
 }
 
-func (r *replay) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (r *replay) Do(req *http.Request) (*http.Response, error) {
 	r.mu.Lock()
 	body := r.bodies[0]
 	r.bodies = r.bodies[1:]
 	r.mu.Unlock()
-	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-	_, _ = w.Write([]byte(body))
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"application/x-amz-json-1.0"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)), Request: req}, nil
 }
 
 // getBoth decodes body with the SDK's deserializer and with the fast one.
 func getBoth(t testing.TB, body string) (sdk, fast *dynamodbstreams.GetRecordsOutput, sdkErr, fastErr error) {
-	srv := httptest.NewServer(&replay{bodies: []string{body, body}})
-	defer srv.Close()
 	cl := dynamodbstreams.New(dynamodbstreams.Options{Region: "us-east-1", Credentials: aws.AnonymousCredentials{},
-		BaseEndpoint: aws.String(srv.URL), RetryMaxAttempts: 1})
+		BaseEndpoint: aws.String("http://streams.test"), RetryMaxAttempts: 1, HTTPClient: &replay{bodies: []string{body, body}}})
 	in := &dynamodbstreams.GetRecordsInput{ShardIterator: aws.String("it")}
 	sdk, sdkErr = cl.GetRecords(context.Background(), in)
 	fast, fastErr = cl.GetRecords(context.Background(), in, withFastRecords)
